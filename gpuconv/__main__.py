@@ -1,0 +1,7 @@
+"""``python -m gpuconv`` is the ``gpuconv`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

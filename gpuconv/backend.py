@@ -1,0 +1,242 @@
+"""Backend registry: which array library computes, chosen per context.
+
+A backend is an object satisfying :class:`gpuconv.backends.Backend`.  Backends
+are registered by name with a factory; the factory runs the first time the
+backend is used (so registering CuPy imports nothing) and its result is cached.
+The current choice lives in a :class:`contextvars.ContextVar`, so threads and
+asyncio tasks each see their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ._dispatch import common_array_library
+
+__all__ = [
+    "BackendUnavailableError",
+    "BackendStatus",
+    "set_backend",
+    "get_backend",
+    "available_backends",
+    "register_backend",
+    "resolve_backend",
+]
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend is registered but cannot run here (library or device missing)."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a registered backend can run here, and if not, why."""
+
+    name: str
+    usable: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.usable
+
+
+_AUTO = "auto"
+_factories: dict[str, Callable[[], Any]] = {}
+_instances: dict[str, Any] = {}
+_failures: dict[str, str] = {}
+_lock = threading.Lock()
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("gpuconv_backend", default=_AUTO)
+
+
+def register_backend(name: str, factory: Callable[[], Any], *, replace: bool = False) -> None:
+    """Register a backend under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name users pass to :func:`set_backend`.  ``"auto"`` is reserved.
+    factory : callable
+        Called with no arguments the first time the backend is needed; returns
+        an object implementing :class:`gpuconv.backends.Backend`, or raises
+        :class:`BackendUnavailableError` with a sentence saying why it cannot run.
+    replace : bool, optional
+        Allow replacing an existing registration (default ``False``).
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> from gpuconv.backends.numpy import NumpyBackend
+    >>> gpuconv.register_backend("my-numpy", NumpyBackend)
+    >>> gpuconv.available_backends()["my-numpy"].usable
+    True
+    >>> with gpuconv.set_backend("my-numpy"):
+    ...     gpuconv.get_backend()
+    'my-numpy'
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"backend name must be a non-empty str, got {name!r}")
+    if name == _AUTO:
+        raise ValueError("backend name 'auto' is reserved for following the inputs")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+    with _lock:
+        if name in _factories and not replace:
+            raise ValueError(
+                f"a backend named {name!r} is already registered; pass replace=True to replace it"
+            )
+        _factories[name] = factory
+        _instances.pop(name, None)
+        _failures.pop(name, None)
+
+
+def _instantiate(name: str) -> Any:
+    with _lock:
+        if name in _instances:
+            return _instances[name]
+        if name in _failures:
+            raise BackendUnavailableError(f"backend {name!r} is not usable: {_failures[name]}")
+        factory = _factories[name]
+    try:
+        backend = factory()
+    except BackendUnavailableError as exc:
+        with _lock:
+            _failures[name] = str(exc)
+        raise BackendUnavailableError(f"backend {name!r} is not usable: {exc}") from None
+    with _lock:
+        return _instances.setdefault(name, backend)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, got {type(name).__name__}")
+    if name != _AUTO and name not in _factories:
+        allowed = ", ".join(repr(n) for n in [_AUTO, *_factories])
+        raise ValueError(f"unknown backend {name!r}; allowed: {allowed}")
+    return name
+
+
+class _BackendContext:
+    """Returned by :func:`set_backend`; restores the previous choice on exit."""
+
+    def __init__(self, name: str, token: contextvars.Token[str]):
+        self.name = name
+        self._token = token
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.reset(self._token)
+
+    def __repr__(self) -> str:
+        return f"<gpuconv backend {self.name!r}>"
+
+
+def set_backend(name: str) -> _BackendContext:
+    """Choose the backend for the current context (thread or asyncio task).
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` (the default) follows the inputs: NumPy arrays run on the
+        NumPy backend, CuPy arrays on the CuPy backend, and mixing libraries
+        raises ``TypeError``.  Any other registered name (``"numpy"``,
+        ``"cupy"``, or one added with :func:`register_backend`) computes there:
+        inputs from another library are moved to that backend and the result is
+        that backend's array.  Such a move is a host/device copy; it happens
+        only because a backend was chosen explicitly.
+
+    Returns
+    -------
+    context
+        The choice is in force at once.  Used in a ``with`` statement, the
+        previous choice is restored on exit.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered.
+    BackendUnavailableError
+        If the backend is registered but cannot run here (the message says why).
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> gpuconv.get_backend()
+    'auto'
+    >>> with gpuconv.set_backend("numpy"):
+    ...     gpuconv.get_backend()
+    'numpy'
+    >>> gpuconv.get_backend()
+    'auto'
+    """
+    name = _check_name(name)
+    if name != _AUTO:
+        _instantiate(name)
+    return _BackendContext(name, _current.set(name))
+
+
+def get_backend() -> str:
+    """Name of the backend chosen in the current context (``"auto"`` by default).
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> gpuconv.get_backend()
+    'auto'
+    """
+    return _current.get()
+
+
+def available_backends() -> dict[str, BackendStatus]:
+    """Every registered backend with whether it can run here and, if not, why.
+
+    This instantiates each backend, which imports its array library.
+
+    Returns
+    -------
+    dict of str to BackendStatus
+        ``status.usable`` is a bool; ``status.reason`` is ``"ok"`` or a sentence
+        such as ``"cupy is not installed"``.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> status = gpuconv.available_backends()["numpy"]
+    >>> status.usable, status.reason
+    (True, 'ok')
+    """
+    statuses = {}
+    for name in list(_factories):
+        try:
+            _instantiate(name)
+        except BackendUnavailableError:
+            statuses[name] = BackendStatus(name, False, _failures[name])
+        else:
+            statuses[name] = BackendStatus(name, True, "ok")
+    return statuses
+
+
+def get_backend_object(name: str) -> Any:
+    """The backend instance registered as ``name`` (instantiated on first use)."""
+    return _instantiate(_check_name(name))
+
+
+def resolve_backend(**arrays: Any) -> Any:
+    """The backend that computes a call with these array arguments.
+
+    With ``"auto"`` the inputs decide (mixed libraries raise ``TypeError``);
+    otherwise the chosen backend computes and moves foreign inputs itself.
+    """
+    name = _current.get()
+    if name == _AUTO:
+        library = common_array_library(**arrays)
+        name = library if library is not None else "numpy"
+        if name not in _factories:
+            raise TypeError(
+                f"inputs are {name} arrays, but no gpuconv backend named {name!r} is registered"
+            )
+    return _instantiate(name)

@@ -1,0 +1,211 @@
+"""Convolution algorithms written once against an array namespace ``xp``.
+
+Any backend whose ``xp`` follows NumPy's API can run these; a backend with
+faster native kernels overrides the corresponding method instead.  Inputs are
+already validated, contiguous and of the working dtype.
+
+Geometry used throughout: ``correlate_planes`` computes, for every plane ``b``,
+
+    out[b, i, j] = sum_{u, v} ext[b, i - top + u, j - left + v] * w[u, v]
+
+where ``ext`` is the plane extended beyond its edges by the boundary rule.
+Every SciPy mode of correlation and convolution is this with some
+``(out_shape, origin)`` and a (flipped, conjugated) ``w``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "extend_planes",
+    "pad_nchw",
+    "correlate_planes_direct",
+    "correlate_planes_gemm",
+    "conv2d_direct",
+    "conv2d_gemm",
+    "conv_transpose2d_direct",
+    "conv_transpose2d_gemm",
+    "rows_per_chunk",
+]
+
+_NUMPY_PAD_MODE = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}
+_TORCH_TO_NUMPY_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def extend_planes(xp: Any, x: Any, top: int, bottom: int, left: int, right: int,
+                  boundary: str, fillvalue: Any) -> Any:
+    """Extend (positive amounts) or crop (negative amounts) the last two axes."""
+    H, W = x.shape[-2:]
+    x = x[..., max(-top, 0):H - max(-bottom, 0), max(-left, 0):W - max(-right, 0)]
+    widths = ((0, 0),) * (x.ndim - 2) + ((max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)))
+    if not any(a or b for a, b in widths):
+        return x
+    mode = _NUMPY_PAD_MODE[boundary]
+    if mode == "constant":
+        return xp.pad(x, widths, mode="constant", constant_values=fillvalue)
+    return xp.pad(x, widths, mode=mode)
+
+
+def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str) -> Any:
+    """Pad (top, bottom, left, right) with a PyTorch padding mode."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+    return xp.pad(x, widths, mode=_TORCH_TO_NUMPY_PAD[padding_mode])
+
+
+def _extended_for(xp, x, w_shape, out_shape, origin, boundary, fillvalue):
+    H, W = x.shape[-2:]
+    kh, kw = w_shape
+    oh, ow = out_shape
+    top, left = origin
+    return extend_planes(xp, x, top, oh + kh - 1 - H - top, left, ow + kw - 1 - W - left,
+                         boundary, fillvalue)
+
+
+def correlate_planes_direct(xp: Any, x: Any, w: Any, out_shape: tuple[int, int],
+                            origin: tuple[int, int], boundary: str, fillvalue: Any) -> Any:
+    """Shift-and-add over the kernel taps, vectorised over planes and pixels."""
+    ext = _extended_for(xp, x, w.shape, out_shape, origin, boundary, fillvalue)
+    oh, ow = out_shape
+    kh, kw = w.shape
+    out = xp.zeros((x.shape[0], oh, ow), dtype=x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            out += w[u, v] * ext[:, u:u + oh, v:v + ow]
+    return out
+
+
+def rows_per_chunk(bytes_per_row: int, limit: int, total_rows: int) -> int:
+    """How many rows of ``bytes_per_row`` fit in ``limit`` (at least one)."""
+    return max(1, min(total_rows, limit // max(bytes_per_row, 1)))
+
+
+def correlate_planes_gemm(xp: Any, x: Any, w: Any, out_shape: tuple[int, int],
+                          origin: tuple[int, int], boundary: str, fillvalue: Any,
+                          scratch_bytes: int) -> Any:
+    """im2col + matrix-vector product, in chunks of output rows."""
+    ext = _extended_for(xp, x, w.shape, out_shape, origin, boundary, fillvalue)
+    out = conv2d_gemm(xp, ext[:, None], w[None, None], (1, 1), (1, 1), 1, out_shape, scratch_bytes)
+    return out[:, 0]
+
+
+def _tap_slice(start: int, count: int, step: int) -> slice:
+    return slice(start, start + step * (count - 1) + 1, step)
+
+
+def conv2d_direct(xp: Any, xpad: Any, w: Any, stride: tuple[int, int], dilation: tuple[int, int],
+                  groups: int, out_hw: tuple[int, int]) -> Any:
+    """Accumulate one (C_out x C_in) matrix product per kernel tap: no column buffer."""
+    N, C, _, _ = xpad.shape
+    Cout, Cg, kh, kw = w.shape
+    G = groups
+    Ho, Wo = out_hw
+    xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])
+    wg = w.reshape(G, Cout // G, Cg, kh, kw)
+    out = xp.zeros((N, G, Cout // G, Ho * Wo), dtype=xpad.dtype)
+    for u in range(kh):
+        rows = _tap_slice(u * dilation[0], Ho, stride[0])
+        for v in range(kw):
+            cols = _tap_slice(v * dilation[1], Wo, stride[1])
+            tap = xg[:, :, :, rows, cols].reshape(N, G, Cg, Ho * Wo)
+            out += xp.matmul(wg[:, :, :, u, v], tap)
+    return out.reshape(N, Cout, Ho, Wo)
+
+
+def conv2d_gemm(xp: Any, xpad: Any, w: Any, stride: tuple[int, int], dilation: tuple[int, int],
+                groups: int, out_hw: tuple[int, int], scratch_bytes: int) -> Any:
+    """im2col + one matrix product per chunk; the column buffer stays under ``scratch_bytes``.
+
+    Columns are laid out (C_in*kh*kw, rows*W_out) so that building them copies
+    contiguous runs of the input, and chunks are whole output rows of one image.
+    """
+    N, C, _, _ = xpad.shape
+    Cout, Cg, kh, kw = w.shape
+    G = groups
+    Ho, Wo = out_hw
+    itemsize = xpad.dtype.itemsize
+    xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])
+    wmat = w.reshape(G, Cout // G, Cg * kh * kw)
+    out = xp.empty((N, G, Cout // G, Ho, Wo), dtype=xpad.dtype)
+    row_bytes = C * kh * kw * Wo * itemsize
+    image_bytes = row_bytes * Ho
+    if image_bytes <= scratch_bytes:
+        images, rows_step = max(1, min(N, scratch_bytes // max(image_bytes, 1))), Ho
+    else:
+        images, rows_step = 1, rows_per_chunk(row_bytes, scratch_bytes, Ho)
+    for n0 in range(0, N, images):
+        n1 = min(N, n0 + images)
+        for r0 in range(0, Ho, rows_step):
+            r1 = min(Ho, r0 + rows_step)
+            nr = r1 - r0
+            cols = xp.empty((G, Cg, kh, kw, n1 - n0, nr, Wo), dtype=xpad.dtype)
+            for u in range(kh):
+                rows = _tap_slice(u * dilation[0] + r0 * stride[0], nr, stride[0])
+                for v in range(kw):
+                    cs = _tap_slice(v * dilation[1], Wo, stride[1])
+                    cols[:, :, u, v] = xp.moveaxis(xg[n0:n1, :, :, rows, cs], 0, 2)
+            prod = xp.matmul(wmat, cols.reshape(G, Cg * kh * kw, (n1 - n0) * nr * Wo))
+            out[n0:n1, :, :, r0:r1] = xp.moveaxis(
+                prod.reshape(G, Cout // G, n1 - n0, nr, Wo), 2, 0)
+    return out.reshape(N, Cout, Ho, Wo)
+
+
+def _transpose_canvas(xp, x, w, stride, padding, dilation, out_hw):
+    N, Cin, H, W = x.shape
+    _, Coutg, kh, kw = w.shape
+    full_h = max((H - 1) * stride[0] + dilation[0] * (kh - 1) + 1, padding[0] + out_hw[0])
+    full_w = max((W - 1) * stride[1] + dilation[1] * (kw - 1) + 1, padding[1] + out_hw[1])
+    return full_h, full_w
+
+
+def conv_transpose2d_direct(xp: Any, x: Any, w: Any, stride: tuple[int, int],
+                            padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                            out_hw: tuple[int, int]) -> Any:
+    """Scatter-add one matrix product per kernel tap into a strided view of the output."""
+    N, Cin, H, W = x.shape
+    _, Coutg, kh, kw = w.shape
+    G = groups
+    full_h, full_w = _transpose_canvas(xp, x, w, stride, padding, dilation, out_hw)
+    canvas = xp.zeros((N, G, Coutg, full_h, full_w), dtype=x.dtype)
+    xg = x.reshape(N, G, Cin // G, H * W)
+    # (G, Coutg, Cing, kh, kw): the transpose of each group's weight matrix.
+    wt = xp.moveaxis(w.reshape(G, Cin // G, Coutg, kh, kw), 1, 2)
+    for u in range(kh):
+        rows = _tap_slice(u * dilation[0], H, stride[0])
+        for v in range(kw):
+            cols = _tap_slice(v * dilation[1], W, stride[1])
+            canvas[:, :, :, rows, cols] += xp.matmul(wt[:, :, :, u, v], xg).reshape(N, G, Coutg, H, W)
+    Ho, Wo = out_hw
+    out = canvas[:, :, :, padding[0]:padding[0] + Ho, padding[1]:padding[1] + Wo]
+    return xp.ascontiguousarray(out.reshape(N, G * Coutg, Ho, Wo))
+
+
+def conv_transpose2d_gemm(xp: Any, x: Any, w: Any, stride: tuple[int, int],
+                          padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                          out_hw: tuple[int, int], scratch_bytes: int) -> Any:
+    """One matrix product into columns per chunk of images, then col2im scatter-add."""
+    N, Cin, H, W = x.shape
+    _, Coutg, kh, kw = w.shape
+    G = groups
+    Cing = Cin // G
+    full_h, full_w = _transpose_canvas(xp, x, w, stride, padding, dilation, out_hw)
+    canvas = xp.zeros((N, G, Coutg, full_h, full_w), dtype=x.dtype)
+    wt = xp.swapaxes(w.reshape(G, Cing, Coutg * kh * kw), 1, 2)  # (G, Coutg*kh*kw, Cing)
+    bytes_per_image = G * Coutg * kh * kw * H * W * x.dtype.itemsize
+    images = rows_per_chunk(bytes_per_image, scratch_bytes, N)
+    for n0 in range(0, N, images):
+        n1 = min(N, n0 + images)
+        xs = xp.moveaxis(x[n0:n1].reshape(n1 - n0, G, Cing, H * W), 0, 2)  # (G, Cing, n, HW)
+        cols = xp.matmul(wt, xs.reshape(G, Cing, (n1 - n0) * H * W))
+        cols = cols.reshape(G, Coutg, kh, kw, n1 - n0, H, W)
+        for u in range(kh):
+            rows = _tap_slice(u * dilation[0], H, stride[0])
+            for v in range(kw):
+                cs = _tap_slice(v * dilation[1], W, stride[1])
+                canvas[n0:n1, :, :, rows, cs] += xp.moveaxis(cols[:, :, u, v], 2, 0)
+    Ho, Wo = out_hw
+    out = canvas[:, :, :, padding[0]:padding[0] + Ho, padding[1]:padding[1] + Wo]
+    return xp.ascontiguousarray(out.reshape(N, G * Coutg, Ho, Wo))
