@@ -161,11 +161,13 @@ def corr2d(X: Any, K: Any) -> Any:
     >>> gpuconv.corr2d(X, np.array([[1.0, -1.0]]))[0]
     array([ 0.,  1.,  0.,  0.,  0., -1.,  0.])
     """
-    return _correlate2d(X, K, "valid", "fill", 0, "auto", convolution=False, swap=False)
+    return _correlate2d(X, K, "valid", "fill", 0, "auto", convolution=False, swap=False,
+                        names=("X", "K"))
 
 
 def _plane_geometry(mode: str, convolution: bool, in_hw: tuple[int, int],
                     k_hw: tuple[int, int], swap: bool = True,
+                    names: tuple[str, str] = ("in1", "in2"),
                     ) -> tuple[tuple[int, int], tuple[int, int], bool]:
     """(out_shape, origin, swapped) of one plane for a SciPy mode."""
     (H, W), (kh, kw) = in_hw, k_hw
@@ -180,35 +182,39 @@ def _plane_geometry(mode: str, convolution: bool, in_hw: tuple[int, int],
     contains = swap and kh >= H and kw >= W
     if not (fits or contains):
         needs = ("one input at least as large as the other in every axis" if swap
-                 else "the kernel no larger than the input in either axis")
-        raise ValueError(f"mode='valid' needs {needs}; got in1 planes of shape {(H, W)} "
-                         f"and in2 of shape {(kh, kw)}")
+                 else f"the kernel {names[1]} no larger than {names[0]} in either axis")
+        raise ValueError(f"mode='valid' needs {needs}; got {names[0]} planes of shape "
+                         f"{(H, W)} and {names[1]} of shape {(kh, kw)}")
     if fits:
         return (H - kh + 1, W - kw + 1), (0, 0), False
     # SciPy swaps the inputs.  The result is a window of the full correlation.
     return (kh - H + 1, kw - W + 1), (kh - H, kw - W), True
 
 
-def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True):
-    backend = resolve_backend(in1=in1, in2=in2)
+def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True,
+                 names=("in1", "in2")):
+    backend = resolve_backend(**{names[0]: in1, names[1]: in2})
     mode = parse_mode(mode)
     boundary = parse_boundary(boundary)
     method = parse_method(method)
-    in1 = as_backend_array(backend, "in1", in1)
-    in2 = as_backend_array(backend, "in2", in2)
+    name1, name2 = names
+    in1 = as_backend_array(backend, name1, in1)
+    in2 = as_backend_array(backend, name2, in2)
     if in1.ndim < 2:
-        raise ValueError(f"in1 must have at least 2 dimensions (..., H, W); got shape {in1.shape}")
+        raise ValueError(f"{name1} must have at least 2 dimensions (..., H, W); "
+                         f"got shape {in1.shape}")
     if in2.ndim != 2:
-        raise ValueError(f"in2 must be a 2-D kernel (kh, kw); got shape {in2.shape}")
+        raise ValueError(f"{name2} must be a 2-D kernel (kh, kw); got shape {in2.shape}")
     if 0 in in1.shape[-2:]:
-        raise ValueError(f"in1 planes must be non-empty; got shape {in1.shape}")
+        raise ValueError(f"{name1} planes must be non-empty; got shape {in1.shape}")
     if 0 in in2.shape:
-        raise ValueError(f"in2 must be non-empty; got shape {in2.shape}")
-    result_dtype, work_dtype = compute_dtype({"in1": in1.dtype, "in2": in2.dtype})
+        raise ValueError(f"{name2} must be non-empty; got shape {in2.shape}")
+    result_dtype, work_dtype = compute_dtype({name1: in1.dtype, name2: in2.dtype})
     fillvalue = check_fillvalue(fillvalue, work_dtype)
     batch = in1.shape[:-2]
     in_hw = in1.shape[-2:]
-    out_shape, origin, swapped = _plane_geometry(mode, convolution, in_hw, in2.shape, swap)
+    out_shape, origin, swapped = _plane_geometry(mode, convolution, in_hw, in2.shape, swap,
+                                                 names)
     if mode == "valid":
         # No extension is read in valid mode except SciPy's swapped case, where
         # the window must see zeros, whatever the boundary.
