@@ -1,0 +1,203 @@
+"""The benchmark harness behind ``gpuconv bench`` and ``python benchmarks/run.py``.
+
+A *grid* is a list of cases (rows) with a recipe for their inputs; a *column*
+is one implementation timed on every case.  The built-in grids are
+``"planes"`` (single-channel valid correlation, 256² to 4096², 3x3 to 31x31
+kernels) and ``"conv2d"`` (four CNN layers in float32 and float64); their
+columns are gpuconv's methods and the anchors SciPy, ``scipy.ndimage`` and
+PyTorch.  Other modules add theirs with :func:`register_grid` and
+:func:`register_column`.
+
+Every cell is the median of interleaved samples and is reported as a ratio to
+the fastest column of its row; the results go to JSON and markdown files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+from . import _grids
+from ._registry import GRIDS, Case, Column, Grid, Unavailable, register_column, register_grid
+from ._report import library_versions, machine_info, now, today, to_markdown, write_results
+from ._runner import Settings, run_grids
+
+__all__ = [
+    "GRIDS",
+    "Case",
+    "Column",
+    "Grid",
+    "Settings",
+    "Unavailable",
+    "build_parser",
+    "main",
+    "register_column",
+    "register_grid",
+    "run",
+    "run_from_cli",
+    "to_markdown",
+]
+
+
+def _thread_counts(threads: int | None) -> dict[str, Any]:
+    from ..backends.numpy import num_threads
+
+    counts: dict[str, Any] = {"gpuconv_numpy": num_threads()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        counts["blas"] = [p.get("num_threads") for p in threadpool_info()
+                          if p.get("user_api") == "blas"]
+    except ImportError:
+        pass
+    counts["torch"] = threads if threads is not None else "default"
+    return counts
+
+
+def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None, quick: bool = False,
+        settings: Settings | None = None, threads: int | None = None,
+        out: str | os.PathLike[str] | None = None, progress: Any = None,
+        notes: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the benchmark grids and return (and, with ``out``, write) the report.
+
+    Parameters
+    ----------
+    backend : str
+        The gpuconv backend the gpuconv columns run on.
+    grids, columns : sequence of str, optional
+        Restrict the run to these grids / column names (default: all).
+    quick : bool
+        A tiny grid with short timings, for a smoke test.
+    settings : Settings, optional
+        Repeats, caps and budgets; the default is ``Settings()``, or a short
+        one with ``quick``.
+    threads : int, optional
+        Threads for gpuconv's NumPy backend, for torch and (with threadpoolctl)
+        for BLAS; default: leave every library's own default.
+    out : path, optional
+        Directory for ``<device>-<date>.json`` and ``.md``.
+    progress : callable, optional
+        Called with one line of text per finished case.
+
+    Returns
+    -------
+    dict
+        The report, as written to the JSON file.
+    """
+    import gpuconv
+    from ..backend import get_backend_object
+
+    names = list(grids) if grids else list(GRIDS)
+    unknown = [g for g in names if g not in GRIDS]
+    if unknown:
+        raise ValueError(f"unknown benchmark grid(s) {unknown}; registered: {sorted(GRIDS)}")
+    if settings is None:
+        settings = Settings(repeat=3, min_sample=0.002, cap=0.5, case_budget=1.0) if quick \
+            else Settings()
+    if threads is not None:
+        os.environ["GPUCONV_NUM_THREADS"] = str(threads)
+    _grids.torch_threads(threads)
+    limiter = None
+    if threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(limits=threads, user_api="blas")
+        except ImportError:
+            pass
+    try:
+        with gpuconv.set_backend(backend):
+            be = get_backend_object(backend)
+            report: dict[str, Any] = {
+                "schema": 1,
+                "date": now(),
+                "backend": backend,
+                "device": be.device_key(),
+                "quick": quick,
+                "machine": machine_info(),
+                "versions": library_versions(),
+                "threads": _thread_counts(threads),
+                "settings": settings.as_dict(),
+                "notes": list(notes),
+            }
+            report["grids"] = run_grids(names, be, settings, quick,
+                                        list(columns) if columns else None, progress)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    if hasattr(os, "getloadavg"):
+        report["machine"]["loadavg_end"] = list(os.getloadavg())
+    if out is not None:
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", report["device"]).strip("-") + "-" + today()
+        if quick:
+            stem = "quick-" + stem
+        paths = write_results(report, out, stem)
+        report["files"] = [str(p) for p in paths]
+    return report
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The options of ``gpuconv bench`` / ``benchmarks/run.py``."""
+    if parser is None:
+        parser = argparse.ArgumentParser(prog="benchmarks/run.py",
+                                         description="Run gpuconv's benchmark grid.")
+    opts = {a.dest for a in parser._actions}
+    if "backend" not in opts:
+        parser.add_argument("--backend", default="numpy", help="gpuconv backend (default numpy)")
+    if "quick" not in opts:
+        parser.add_argument("--quick", action="store_true", help="a tiny grid, for a smoke test")
+    if "out" not in opts:
+        parser.add_argument("--out", metavar="DIR", default="benchmarks/results",
+                            help="where the JSON and markdown results go")
+    if "grid" not in opts:
+        parser.add_argument("--grid", action="append", metavar="NAME",
+                            help=f"run only this grid (repeatable; built-in: {', '.join(GRIDS)})")
+    if "column" not in opts:
+        parser.add_argument("--column", action="append", metavar="NAME",
+                            help="run only this column (repeatable)")
+    if "threads" not in opts:
+        parser.add_argument("--threads", type=int, metavar="N",
+                            help="threads for gpuconv, torch and BLAS (default: libraries' own)")
+    if "repeat" not in opts:
+        parser.add_argument("--repeat", type=int, metavar="N", help="samples per cell")
+    if "cap" not in opts:
+        parser.add_argument("--cap", type=float, metavar="SECONDS",
+                            help="longest single call before a column is timed once or "
+                                 "extrapolated")
+    if "note" not in opts:
+        parser.add_argument("--note", action="append", default=[],
+                            help="a line of context to record with the results (repeatable)")
+    return parser
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    """Run from parsed command-line options (missing options take their defaults)."""
+    defaults = build_parser().parse_args([])
+    get = lambda name: getattr(args, name, getattr(defaults, name))  # noqa: E731
+    settings = None
+    if get("repeat") is not None or get("cap") is not None:
+        base = Settings(repeat=3, min_sample=0.002, cap=0.5, case_budget=1.0) if get("quick") \
+            else Settings()
+        if get("repeat") is not None:
+            base.repeat = get("repeat")
+        if get("cap") is not None:
+            base.cap = get("cap")
+        settings = base
+    report = run(backend=get("backend"), grids=get("grid"), columns=get("column"),
+                 quick=get("quick"), settings=settings, threads=get("threads"),
+                 out=get("out"), notes=get("note") or (),
+                 progress=lambda line: print(line, flush=True))
+    print(to_markdown(report))
+    for path in report.get("files", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python benchmarks/run.py``."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return run_from_cli(args)

@@ -1,0 +1,106 @@
+"""The benchmark harness: the quick grid end to end, registration, caps and extrapolation."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from gpuconv import cli
+from gpuconv.bench import GRIDS, Case, Grid, Settings, Unavailable, register_column, \
+    register_grid, run
+
+
+def test_quick_cli_writes_json_and_markdown(tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    assert time.perf_counter() - t0 < 30
+    (json_path,) = tmp_path.glob("quick-cpu-*.json")
+    (md_path,) = tmp_path.glob("quick-cpu-*.md")
+    report = json.loads(json_path.read_text())
+    assert report["quick"] is True and report["backend"] == "numpy"
+    assert {"cpu", "cores", "usable_cores"} <= set(report["machine"])
+    assert {"numpy", "scipy", "gpuconv"} <= set(report["versions"])
+    assert [g["name"] for g in report["grids"]] == list(GRIDS)
+    planes = report["grids"][0]
+    names = [c["name"] for c in planes["columns"]]
+    assert {"direct", "gemm", "auto", "scipy.signal", "scipy.ndimage", "torch"} <= set(names)
+    for case in planes["cases"]:
+        ok = {n: r for n, r in case["results"].items() if r["status"] == "ok"}
+        assert {"direct", "gemm", "scipy.signal"} <= set(ok)
+        fastest = case["fastest"]
+        assert case["results"][fastest]["ratio"] == 1.0
+        for r in ok.values():
+            assert r["median_s"] > 0 and r["ratio"] >= 1.0
+            assert r["median_s"] == sorted(r["samples"])[len(r["samples"]) // 2]
+    md = md_path.read_text()
+    assert "| case | direct | gemm | auto |" in md
+    assert report["machine"]["cpu"] in md
+    for case in planes["cases"]:
+        assert f"| {case['id']} |" in md
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.fixture
+def toy_grid():
+    calls = {"slow": 0}
+
+    def cases(quick):
+        return [Case(f"n{n}", {"n": n}, family="toy", work=float(n)) for n in (1, 4)]
+
+    def setup(case, backend, rng):
+        return {"x": rng.standard_normal(case.params["n"])}
+
+    grid = register_grid(Grid("toy", "A toy grid", cases, setup))
+
+    def slow(inputs, case, backend):
+        def call():
+            calls["slow"] += 1
+            time.sleep(0.01 * case.params["n"])
+        return call
+
+    def missing(inputs, case, backend):
+        raise Unavailable("toylib is not installed")
+
+    def broken(inputs, case, backend):
+        return lambda: 1 / 0
+
+    register_column("toy", "fast", lambda inputs, case, backend: lambda: np.sum(inputs["x"]))
+    register_column("toy", "slow", slow)
+    register_column("toy", "missing", missing, anchor=True)
+    register_column("toy", "broken", broken)
+    yield grid, calls
+    del GRIDS["toy"]
+
+
+def test_registered_grid_caps_extrapolates_and_reports_unavailable(toy_grid, tmp_path):
+    grid, calls = toy_grid
+    with pytest.raises(ValueError, match="already registered"):
+        register_column("toy", "fast", lambda *a: None)
+    with pytest.raises(ValueError, match="unknown benchmark grid"):
+        register_column("no-such-grid", "x", lambda *a: None)
+    settings = Settings(repeat=3, min_sample=0.0, cap=0.025, case_budget=1.0)
+    report = run(grids=["toy"], settings=settings, out=tmp_path)
+    (g,) = report["grids"]
+    small, large = g["cases"]
+    assert small["results"]["slow"]["status"] == "ok"
+    assert small["fastest"] == "fast"
+    # 0.01 s measured at work 1, so work 4 is predicted at 0.04 s > cap: not run.
+    assert large["results"]["slow"]["status"] == "extrapolated"
+    assert large["results"]["slow"]["median_s"] == pytest.approx(
+        4 * small["results"]["slow"]["median_s"])
+    # Two warm-up calls and the samples of the small case; none for the large one.
+    assert calls["slow"] == 2 + len(small["results"]["slow"]["samples"])
+    assert small["results"]["missing"] == {"status": "unavailable",
+                                           "note": "toylib is not installed"}
+    assert small["results"]["broken"]["status"] == "error"
+    assert "ZeroDivisionError" in small["results"]["broken"]["note"]
+    md = open(report["files"][1], encoding="utf-8").read()
+    assert "†" in md and "n/a" in md and "error" in md
+
+
+def test_unknown_grid_is_refused():
+    with pytest.raises(ValueError, match="unknown benchmark grid"):
+        run(grids=["nope"])
