@@ -3,6 +3,7 @@ contiguous backend arrays of the working dtype."""
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,10 @@ def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
     try:
         arr = backend.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{argname} could not be converted to an array: {exc}") from None
+        raise TypeError(
+            f"{argname} must be an array or array_like of numbers; got {reprlib.repr(value)}, "
+            f"which could not be converted: {exc}"
+        ) from None
     dtype = np.dtype(arr.dtype)
     if dtype.kind not in "biufc":
         raise TypeError(

@@ -81,7 +81,9 @@ def register_backend(name: str, factory: Callable[[], Any], *, replace: bool = F
     if name == _AUTO:
         raise ValueError("backend name 'auto' is reserved for following the inputs")
     if not callable(factory):
-        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
+        raise TypeError(
+            f"factory must be callable (a class or function returning a backend); got {factory!r}"
+        )
     with _lock:
         if name in _factories and not replace:
             raise ValueError(
@@ -111,7 +113,8 @@ def _instantiate(name: str) -> Any:
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
-        raise TypeError(f"backend must be a str, got {type(name).__name__}")
+        allowed = ", ".join(repr(n) for n in [_AUTO, *_factories])
+        raise TypeError(f"backend must be a str, one of {allowed}; got {name!r}")
     if name != _AUTO and name not in _factories:
         allowed = ", ".join(repr(n) for n in [_AUTO, *_factories])
         raise ValueError(f"unknown backend {name!r}; allowed: {allowed}")

@@ -115,7 +115,10 @@ def _prepare(backend: Any, input: Any, weight: Any, bias: Any) -> tuple[Any, Any
     if unbatched:
         input = input[None]
     if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D; got shape {weight.shape}")
+        raise ValueError(
+            f"weight must be 4-D (C_out, C_in / groups, kh, kw) for conv2d or "
+            f"(C_in, C_out / groups, kh, kw) for conv_transpose2d; got shape {weight.shape}"
+        )
     if 0 in input.shape[1:]:
         raise ValueError(f"input must have non-empty C, H and W; got shape {input.shape}")
     if 0 in weight.shape:
@@ -212,8 +215,10 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     Wo = (W + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if Ho < 1 or Wo < 1:
         raise ValueError(
-            f"weight of spatial size {(kh, kw)} with dilation {dilation} is larger than the "
-            f"padded input {(H + pads[0] + pads[1], W + pads[2] + pads[3])}"
+            f"weight of spatial size {(kh, kw)} with dilation {dilation} spans "
+            f"{(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)} pixels; it must fit "
+            f"in the padded input {(H + pads[0] + pads[1], W + pads[2] + pads[3])}: pad more "
+            "or use a smaller kernel or dilation"
         )
     dtypes = {"input": input.dtype, "weight": weight.dtype}
     if bias is not None:
