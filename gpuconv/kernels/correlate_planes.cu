@@ -1,0 +1,114 @@
+// Batched 2-D cross-correlation of planes with one kernel.
+//
+//   out[b, i, j] = sum_{u, v} ext[b, i - top + u, j - left + v] * w[u, v]
+//
+// where ext is the plane extended by the boundary rule (0 fill, 1 wrap,
+// 2 symm, with numpy.pad 'constant'/'wrap'/'symmetric' semantics, any number
+// of periods away).  Every SciPy mode is one (out_shape, origin) pair; the
+// front door has already flipped or conjugated w.
+//
+// One block computes a GC_TH x GC_TW tile of one plane: blockDim is
+// (GC_TW, GC_BY) and each thread owns GC_RPT outputs of one column.  The
+// kernel is walked in chunks of at most GC_KC x GC_KC taps; for each chunk the
+// block stages the weights and the input tile plus its halo in shared memory,
+// resolving the boundary while loading, so no padded copy of the input is
+// ever made.  Planes beyond gridDim.z and tile rows beyond gridDim.y are
+// covered by grid-stride loops, so any batch and height fits the grid limits.
+
+#define GC_TW 32
+#define GC_BY 8
+#define GC_RPT 4
+#define GC_TH (GC_BY * GC_RPT)
+#define GC_KC 16
+#define GC_THREADS (GC_TW * GC_BY)
+
+// Index into a plane of length n for position i of the extended plane, or -1
+// where the fill value applies.
+__device__ __forceinline__ int gc_boundary_index(int i, int n, int boundary) {
+    if (i >= 0 && i < n) return i;
+    if (boundary == 1) {
+        int m = i % n;
+        return m < 0 ? m + n : m;
+    }
+    if (boundary == 2) {
+        // Mirrored with the edge repeated: period 2n.
+        const int p = 2 * n;
+        int m = i % p;
+        if (m < 0) m += p;
+        return m < n ? m : p - 1 - m;
+    }
+    return -1;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GC_THREADS)
+correlate_planes(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ out,
+                 int B, int H, int W, int kh, int kw, int oh, int ow, int top, int left,
+                 int boundary, double fill_re, double fill_im) {
+    typedef gc_traits<T> tr;
+    typedef typename tr::acc acc_t;
+    __shared__ acc_t tile[GC_TH + GC_KC - 1][GC_TW + GC_KC - 1];
+    __shared__ acc_t wchunk[GC_KC * GC_KC];
+
+    const acc_t fill = tr::from_parts(fill_re, fill_im);
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int tid = ty * GC_TW + tx;
+    const int tiles_y = (oh + GC_TH - 1) / GC_TH;
+    const int j0 = blockIdx.x * GC_TW;
+
+    for (int b = blockIdx.z; b < B; b += gridDim.z) {
+        const T* xb = x + (size_t)b * H * W;
+        T* ob = out + (size_t)b * oh * ow;
+        for (int trow = blockIdx.y; trow < tiles_y; trow += gridDim.y) {
+            const int i0 = trow * GC_TH;
+            acc_t acc[GC_RPT];
+#pragma unroll
+            for (int k = 0; k < GC_RPT; ++k) acc[k] = tr::zero();
+
+            for (int cu = 0; cu < kh; cu += GC_KC) {
+                const int ch = min(GC_KC, kh - cu);
+                for (int cv = 0; cv < kw; cv += GC_KC) {
+                    const int cw = min(GC_KC, kw - cv);
+                    // The previous chunk (or tile) must be fully read before it is overwritten.
+                    __syncthreads();
+                    for (int e = tid; e < ch * cw; e += GC_THREADS) {
+                        wchunk[e] = tr::load(w[(size_t)(cu + e / cw) * kw + cv + e % cw]);
+                    }
+#ifdef GPUCONV_PLANT_HALO_BUG
+                    const int rows = GC_TH + ch - 2;  // planted for the emulator's self-test
+#else
+                    const int rows = GC_TH + ch - 1;
+#endif
+                    const int cols = GC_TW + cw - 1;
+                    for (int r = ty; r < rows; r += GC_BY) {
+                        const int gi = gc_boundary_index(i0 - top + cu + r, H, boundary);
+                        for (int c = tx; c < cols; c += GC_TW) {
+                            const int gj = gc_boundary_index(j0 - left + cv + c, W, boundary);
+                            tile[r][c] = (gi < 0 || gj < 0)
+                                ? fill : tr::load(xb[(size_t)gi * W + gj]);
+                        }
+                    }
+#ifndef GPUCONV_PLANT_MISSING_BARRIER
+                    __syncthreads();
+#endif
+                    for (int u = 0; u < ch; ++u) {
+                        for (int v = 0; v < cw; ++v) {
+                            const acc_t wv = wchunk[u * cw + v];
+#pragma unroll
+                            for (int k = 0; k < GC_RPT; ++k) {
+                                acc[k] = tr::mac(acc[k], tile[ty + k * GC_BY + u][tx + v], wv);
+                            }
+                        }
+                    }
+                }
+            }
+            const int j = j0 + tx;
+#pragma unroll
+            for (int k = 0; k < GC_RPT; ++k) {
+                const int i = i0 + ty + k * GC_BY;
+                if (i < oh && j < ow) ob[(size_t)i * ow + j] = tr::store(acc[k]);
+            }
+        }
+    }
+}

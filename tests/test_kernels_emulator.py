@@ -1,0 +1,239 @@
+"""gpuconv's CUDA kernels run in the host emulator, compared with the NumPy backend.
+
+Every launch uses the product's launch geometry (``gpuconv.kernels.*_launch``).
+Outputs are poisoned with NaN before the launch; every buffer sits inside
+guard zones (NaN around inputs, so an out-of-bounds read poisons a result; a
+sentinel around outputs, which must be intact afterwards).  Sizes straddle
+the 32 x 32 output tile and the 16 x 16 weight chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, random_array
+from gpuconv import kernels as K
+from gpuconv.backends.numpy import NumpyBackend
+from gpuconv.correlate import _plane_geometry
+
+kernel_emulator = pytest.importorskip("kernel_emulator")
+if kernel_emulator.compiler() is None:
+    pytest.skip("no host C++ compiler (g++ or $CXX) to build the kernel emulator",
+                allow_module_level=True)
+
+Emulator = kernel_emulator.Emulator
+NP = NumpyBackend()
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128, np.float16]
+GUARD = 64
+SENTINEL = 1234.0  # exactly representable in every dtype above
+
+
+@pytest.fixture(scope="module")
+def planes_emu():
+    return Emulator("correlate_planes.cu")
+
+
+@pytest.fixture(scope="module")
+def conv_emu():
+    return Emulator("conv2d.cu")
+
+
+def guarded(values: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray]:
+    """(buffer, view): ``values`` copied into the middle of a buffer filled with ``fill``."""
+    buf = np.full(values.size + 2 * GUARD, fill, dtype=values.dtype)
+    view = buf[GUARD:GUARD + values.size].reshape(values.shape)
+    view[...] = values
+    return buf, view
+
+
+def run(emu, kernel, dtype, launch, x, w, out_shape):
+    """Launch on guarded copies; check the guards and that every output was written."""
+    dtype = np.dtype(dtype)
+    _, xg = guarded(np.ascontiguousarray(x, dtype), np.nan)
+    _, wg = guarded(np.ascontiguousarray(w, dtype), np.nan)
+    obuf, og = guarded(np.full(out_shape, np.nan, dtype), SENTINEL)
+    emu.launch(kernel, dtype, launch, xg, wg, og)
+    assert np.all(obuf[:GUARD] == SENTINEL) and np.all(obuf[-GUARD:] == SENTINEL), \
+        "the kernel wrote outside its output"
+    assert not np.isnan(og).any(), "an output was not written or read out of bounds"
+    return og.copy()
+
+
+def oracle_dtype(dtype):
+    return np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+
+
+def fill_for(dtype):
+    return 0.5 - 0.25j if np.dtype(dtype).kind == "c" else 0.5
+
+
+def planes_case(emu, rng, dtype, B, H, W, kh, kw, mode, boundary, grid_limits=K.GRID_LIMITS):
+    x = random_array(rng, (B, H, W), dtype)
+    w = random_array(rng, (kh, kw), dtype)
+    out_shape, origin, _ = _plane_geometry(mode, False, (H, W), (kh, kw))
+    fill = fill_for(dtype)
+    launch = K.planes_launch(x.shape, w.shape, out_shape, origin, boundary, fill, grid_limits)
+    got = run(emu, "correlate_planes", dtype, launch, x, w, (B, *out_shape))
+    od = oracle_dtype(dtype)
+    want = NP.correlate_planes(x.astype(od), w.astype(od), out_shape, origin, boundary,
+                               fill, "direct", 1 << 30)
+    return got, want
+
+
+SHAPES = [(1, 37), (37, 1), (31, 33), (33, 31), (32, 32), (5, 70)]
+KSIZES = [(1, 1), (3, 3), (2, 5), (17, 18), (35, 3)]
+
+
+@pytest.mark.parametrize("H, W", SHAPES)
+@pytest.mark.parametrize("kh, kw", KSIZES)
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_correlate_planes_float32_geometry(planes_emu, rng, H, W, kh, kw, boundary):
+    for mode in ("full", "same", "valid"):
+        if mode == "valid" and not ((H >= kh and W >= kw) or (kh >= H and kw >= W)):
+            continue
+        got, want = planes_case(planes_emu, rng, np.float32, 2, H, W, kh, kw, mode, boundary)
+        assert_close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_correlate_planes_dtypes(planes_emu, rng, dtype, boundary, mode):
+    for (H, W), (kh, kw) in [((33, 34), (3, 4)), ((9, 40), (17, 5))]:
+        if mode == "valid" and not (H >= kh and W >= kw):
+            continue
+        got, want = planes_case(planes_emu, rng, dtype, 2, H, W, kh, kw, mode, boundary)
+        assert got.dtype == np.dtype(dtype)
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("boundary", ["wrap", "symm"])
+def test_correlate_planes_offsets_beyond_one_period(planes_emu, rng, boundary):
+    # A kernel several times larger than the plane reads the extension many
+    # periods away from the plane (numpy.pad semantics).
+    for (H, W), (kh, kw) in [((3, 2), (13, 11)), ((1, 4), (9, 19)), ((5, 1), (21, 2))]:
+        for mode in ("full", "same"):
+            got, want = planes_case(planes_emu, rng, np.float64, 1, H, W, kh, kw, mode, boundary)
+            assert_close(got, want, np.float64)
+
+
+def test_correlate_planes_grid_stride_loops(planes_emu, rng):
+    # Clip gridDim.y and gridDim.z to 2 so that the kernel's loops over tile
+    # rows and planes (how it fits CUDA's 65535 limit) are exercised.
+    got, want = planes_case(planes_emu, rng, np.float32, 5, 100, 40, 3, 3, "same", "symm",
+                            grid_limits=(2**31 - 1, 2, 2))
+    assert_close(got, want, np.float32)
+
+
+def test_launch_geometry_respects_grid_limits():
+    launch = K.planes_launch((200000, 8, 8), (3, 3), (8, 8), (1, 1), "fill", 0)
+    assert launch.grid == (1, 1, 65535)
+    launch = K.planes_launch((1, 3_000_000, 8), (3, 3), (3_000_000, 8), (1, 1), "fill", 0)
+    assert launch.grid[1] == 65535
+    with pytest.raises(ValueError, match="32-bit index range"):
+        K.planes_launch((1, 70000, 70000), (3, 3), (70000, 70000), (1, 1), "fill", 0)
+
+
+@pytest.mark.parametrize("defines, failure", [
+    (("GPUCONV_PLANT_HALO_BUG",), "off-by-one in the halo load"),
+    (("GPUCONV_PLANT_MISSING_BARRIER",), "missing __syncthreads after the tile load"),
+])
+def test_planted_bug_is_caught(rng, defines, failure):
+    """The emulator test above fails on a kernel with a planted bug: it can see bugs."""
+    buggy = Emulator("correlate_planes.cu", defines=defines)
+    caught = 0
+    for boundary in ("fill", "symm"):
+        got, want = planes_case(buggy, rng, np.float32, 2, 40, 45, 3, 5, "same", boundary)
+        try:
+            assert_close(got, want, np.float32)
+        except AssertionError:
+            caught += 1
+    assert caught == 2, f"the emulator comparison missed a planted {failure}"
+
+
+def test_emulator_barrier_is_real(planes_emu, rng):
+    """Every thread stops at __syncthreads: one round per barrier per block, none skipped."""
+    x = random_array(rng, (1, 20, 20), np.float32)
+    w = random_array(rng, (3, 3), np.float32)
+    launch = K.planes_launch(x.shape, w.shape, (20, 20), (1, 1), "fill", 0.0)
+    _, xg = guarded(x, np.nan)
+    _, wg = guarded(w, np.nan)
+    _, og = guarded(np.full((1, 20, 20), np.nan, np.float32), SENTINEL)
+    rounds = planes_emu.launch("correlate_planes", np.float32, launch, xg, wg, og)
+    # One tile, one weight chunk: two barriers.
+    assert launch.grid == (1, 1, 1) and rounds == 2
+
+
+# -- conv2d / conv_transpose2d ------------------------------------------------
+
+CONV_CASES = [
+    # N, C, H, W, Cout, groups, k, stride, dilation, pads (t, b, l, r)
+    (2, 3, 9, 11, 10, 1, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    (1, 4, 13, 7, 8, 2, (3, 2), (2, 1), (1, 2), (2, 0, 1, 1)),
+    (2, 6, 8, 8, 6, 6, (3, 3), (1, 2), (2, 1), (2, 2, 2, 2)),
+    (1, 2, 1, 37, 17, 1, (1, 5), (1, 3), (1, 1), (0, 0, 3, 2)),
+    (1, 2, 37, 1, 3, 1, (4, 1), (2, 1), (1, 1), (1, 2, 0, 0)),
+    (1, 1, 140, 2, 9, 1, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_kernel(conv_emu, rng, case, padding_mode):
+    N, C, H, W, Cout, G, (kh, kw), stride, dil, pads = case
+    if padding_mode == "reflect" and (max(pads[:2]) >= H or max(pads[2:]) >= W):
+        pads = (0, 0, 0, 0)
+    for dtype in DTYPES:
+        x = random_array(rng, (N, C, H, W), dtype)
+        w = random_array(rng, (Cout, C // G, kh, kw), dtype)
+        Ho = (H + pads[0] + pads[1] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+        Wo = (W + pads[2] + pads[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+        launch = K.conv2d_launch(x.shape, w.shape, stride, pads, dil, G, padding_mode, (Ho, Wo))
+        got = run(conv_emu, "conv2d_nchw", dtype, launch, x, w, (N, Cout, Ho, Wo))
+        od = oracle_dtype(dtype)
+        want = NP.conv2d(x.astype(od), w.astype(od), stride, pads, dil, G, padding_mode,
+                         "direct", 1 << 30)
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_transpose2d_kernel(conv_emu, rng, case):
+    N, C, H, W, Cout, G, (kh, kw), stride, dil, pads = case
+    padding = (min(pads[0], dil[0] * (kh - 1)), min(pads[2], dil[1] * (kw - 1)))
+    for dtype in DTYPES:
+        x = random_array(rng, (N, C, H, W), dtype)
+        w = random_array(rng, (C, Cout // G, kh, kw), dtype)
+        out_pad = (stride[0] - 1, 0)
+        Ho = (H - 1) * stride[0] - 2 * padding[0] + dil[0] * (kh - 1) + out_pad[0] + 1
+        Wo = (W - 1) * stride[1] - 2 * padding[1] + dil[1] * (kw - 1) + out_pad[1] + 1
+        launch = K.conv_transpose2d_launch(x.shape, w.shape, stride, padding, dil, G, (Ho, Wo))
+        got = run(conv_emu, "conv_transpose2d_nchw", dtype, launch, x, w,
+                  (N, Cout, Ho, Wo))
+        od = oracle_dtype(dtype)
+        want = NP.conv_transpose2d(x.astype(od), w.astype(od), stride, padding, dil, G,
+                                   (Ho, Wo), "direct", 1 << 30)
+        assert_close(got, want, dtype)
+
+
+def test_conv2d_grid_stride_loops(conv_emu, rng):
+    x = random_array(rng, (5, 4, 9, 9), np.float32)
+    w = random_array(rng, (20, 2, 3, 3), np.float32)
+    launch = K.conv2d_launch(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 2, "zeros",
+                             (9, 9), grid_limits=(2**31 - 1, 2, 2))
+    assert launch.grid[1:] == (2, 2)
+    got = run(conv_emu, "conv2d_nchw", np.float32, launch, x, w, (5, 20, 9, 9))
+    want = NP.conv2d(x.astype(np.float64), w.astype(np.float64), (1, 1), (1, 1, 1, 1), (1, 1),
+                     2, "zeros", "direct", 1 << 30)
+    assert_close(got, want, np.float32)
+
+
+def test_block_constants_match_the_sources():
+    planes = K.source("correlate_planes.cu")
+    conv = K.source("conv2d.cu")
+    assert f"#define GC_TW {K.PLANES_BLOCK[0]}\n" in planes
+    assert f"#define GC_BY {K.PLANES_BLOCK[1]}\n" in planes
+    assert K.PLANES_TILE == (K.PLANES_BLOCK[1] * 4, K.PLANES_BLOCK[0])
+    assert "#define GC_RPT 4\n" in planes
+    assert f"#define GC_CONV_THREADS {K.CONV_THREADS}\n" in conv
+    assert f"#define GC_COB {K.CONV_CHANNELS_PER_THREAD}\n" in conv
