@@ -52,6 +52,12 @@ def scratch_limit(nbytes: int) -> _ScratchContext:
     nbytes : int
         Positive number of bytes.
 
+    Returns
+    -------
+    context
+        The bound is in force at once; used in a ``with`` statement, the
+        previous bound is restored on exit.
+
     Examples
     --------
     >>> import gpuconv
@@ -67,5 +73,19 @@ def scratch_limit(nbytes: int) -> _ScratchContext:
 
 
 def get_scratch_limit() -> int:
-    """The scratch-memory bound in force in the current context, in bytes."""
+    """The scratch-memory bound in force in the current context, in bytes.
+
+    Returns
+    -------
+    int
+        The bound set by :func:`scratch_limit`, or the default: 256 MiB unless
+        the ``GPUCONV_SCRATCH_BYTES`` environment variable says otherwise.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> with gpuconv.scratch_limit(2**20):
+    ...     gpuconv.get_scratch_limit()
+    1048576
+    """
     return _scratch.get()

@@ -69,7 +69,7 @@ def register_backend(name: str, factory: Callable[[], Any], *, replace: bool = F
     --------
     >>> import gpuconv
     >>> from gpuconv.backends.numpy import NumpyBackend
-    >>> gpuconv.register_backend("my-numpy", NumpyBackend)
+    >>> gpuconv.register_backend("my-numpy", NumpyBackend, replace=True)
     >>> gpuconv.available_backends()["my-numpy"].usable
     True
     >>> with gpuconv.set_backend("my-numpy"):
@@ -184,6 +184,11 @@ def set_backend(name: str) -> _BackendContext:
 
 def get_backend() -> str:
     """Name of the backend chosen in the current context (``"auto"`` by default).
+
+    Returns
+    -------
+    str
+        ``"auto"`` or a name registered with :func:`register_backend`.
 
     Examples
     --------
