@@ -88,6 +88,11 @@ class ArrayBackend:
         if method == "gemm":
             return _generic.correlate_planes_gemm(self.xp, x, w, out_shape, origin,
                                                   boundary, fillvalue, scratch_bytes)
+        if method in ("fft", "overlap-add"):
+            from .. import _fft
+
+            return _fft.correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue,
+                                         method, scratch_bytes)
         raise _unimplemented(self, method)
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
@@ -100,6 +105,11 @@ class ArrayBackend:
         if method == "gemm":
             return _generic.conv2d_gemm(self.xp, xpad, w, stride, dilation, groups, (Ho, Wo),
                                         scratch_bytes)
+        if method in ("fft", "overlap-add"):
+            from .. import _fft
+
+            return _fft.conv2d(self, xpad, w, stride, dilation, groups, (Ho, Wo), method,
+                               scratch_bytes)
         raise _unimplemented(self, method)
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
@@ -110,6 +120,11 @@ class ArrayBackend:
         if method == "gemm":
             return _generic.conv_transpose2d_gemm(self.xp, x, w, stride, padding, dilation,
                                                   groups, out_hw, scratch_bytes)
+        if method in ("fft", "overlap-add"):
+            from .. import _fft
+
+            return _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
+                                         method, scratch_bytes)
         raise _unimplemented(self, method)
 
 

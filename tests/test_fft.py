@@ -1,0 +1,173 @@
+"""method="fft" and method="overlap-add": every op, mode and boundary against direct oracles,
+with the error bound of gpuconv._fft.error_bound."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.signal
+
+import gpuconv
+from gpuconv import _fft, reference
+from gpuconv.backend import get_backend_object
+
+from conftest import random_array
+
+FFT_METHODS = ["fft", "overlap-add"]
+
+
+def _bound_check(actual, expected, x, w, dtype, n_shape):
+    """|actual - expected| within the documented normwise bound, and the bound is not vacuous."""
+    actual = np.asarray(actual)
+    bound = _fft.error_bound(x, w, n_shape, dtype)
+    err = float(np.max(np.abs(actual.astype(np.complex128) - expected)))
+    assert err <= bound, (err, bound)
+    # A bound as large as the output would accept a wrong answer.
+    assert bound < 1e-2 * float(np.max(np.abs(expected))), bound
+
+
+def _generous_n(x_hw, k_hw):
+    # The largest transform any path uses for these sizes: full linear size.
+    return tuple(a + b for a, b in zip(x_hw, k_hw))
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+@pytest.mark.parametrize("op", ["correlate2d", "convolve2d"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_planes_match_scipy(backend, rng, method, op, mode, boundary, dtype):
+    x = random_array(rng, (3, 23, 19), dtype)
+    w = random_array(rng, (4, 5), dtype)
+    fill = 0.75 if boundary == "fill" else 0
+    out = getattr(gpuconv, op)(x, w, mode, boundary, fill, method=method)
+    ref_fn = getattr(scipy.signal, op)
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    expected = np.stack([ref_fn(p.astype(wide), w.astype(wide), mode, boundary, fill) for p in x])
+    assert backend.to_numpy(out).dtype == np.dtype(dtype)
+    _bound_check(backend.to_numpy(out), expected, np.abs(x) + fill, w, dtype,
+                 _generous_n(x.shape[-2:], w.shape))
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+def test_kernel_larger_than_plane(backend, rng, method, mode, boundary):
+    # wrap folds the kernel onto the plane's torus; valid swaps the inputs as SciPy does.
+    x = rng.standard_normal((6, 5))
+    w = rng.standard_normal((9, 11))
+    out = gpuconv.correlate2d(x, w, mode, boundary, method=method)
+    expected = scipy.signal.correlate2d(x, w, mode, boundary)
+    np.testing.assert_allclose(backend.to_numpy(out), expected, atol=1e-11)
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+def test_overlap_add_blocks_and_scratch_chunks(backend, rng, method):
+    x = rng.standard_normal((2, 150, 97))
+    w = rng.standard_normal((5, 3))
+    if method == "overlap-add":
+        nh, nw = _fft.oa_block_shape(backend, (150, 97), (5, 3))
+        assert nh - 5 + 1 < 150 and nw - 3 + 1 < 97, "several blocks per axis expected"
+    expected = np.stack([scipy.signal.convolve2d(p, w, "same") for p in x])
+    with gpuconv.scratch_limit(64 * 1024):  # forces one block row / one plane per chunk
+        out = gpuconv.convolve2d(x, w, "same", method=method)
+    np.testing.assert_allclose(backend.to_numpy(out), expected, atol=1e-11)
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+def test_float16_is_computed_in_float32(backend, rng, method):
+    x = rng.standard_normal((20, 20)).astype(np.float16)
+    w = rng.standard_normal((3, 3)).astype(np.float16)
+    out = backend.to_numpy(gpuconv.correlate2d(x, w, "same", method=method))
+    assert out.dtype == np.float16
+    expected = scipy.signal.correlate2d(x.astype(np.float64), w.astype(np.float64), "same")
+    # float16 output rounding dominates: half an ulp of float16 at the output's scale.
+    np.testing.assert_allclose(out, expected, atol=2e-3 * np.abs(expected).max(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+def test_nonfinite_input_warns_and_spreads(backend, method):
+    x = np.ones((16, 16))
+    x[3, 4] = np.nan
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        out = backend.to_numpy(gpuconv.correlate2d(x, np.ones((3, 3)), "same", method=method))
+    assert np.isnan(out).sum() > 9  # direct would poison exactly the 3x3 neighbourhood
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gpuconv.correlate2d(np.ones((16, 16)), np.ones((3, 3)), method=method)
+
+
+CONV_CASES = [
+    # (N, C, H, W, Cout, kh, kw, stride, padding, dilation, groups, padding_mode)
+    (2, 3, 11, 12, 4, 3, 3, 1, 1, 1, 1, "zeros"),
+    (1, 4, 13, 10, 6, 3, 4, 2, 1, 1, 2, "zeros"),
+    (2, 2, 15, 16, 2, 5, 3, (3, 2), (2, 1), (1, 2), 1, "reflect"),
+    (1, 6, 9, 9, 6, 3, 3, 1, "same", 2, 6, "circular"),
+    (2, 3, 10, 11, 5, 1, 1, 2, 0, 1, 1, "zeros"),
+    (1, 2, 12, 12, 3, 4, 4, 3, 2, 1, 1, "replicate"),
+]
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_matches_direct(backend, rng, method, case, dtype):
+    N, C, H, W, Cout, kh, kw, s, p, d, g, pm = case
+    x = random_array(rng, (N, C, H, W), dtype)
+    w = random_array(rng, (Cout, C // g, kh, kw), dtype)
+    b = random_array(rng, (Cout,), dtype)
+    out = backend.to_numpy(gpuconv.conv2d(x, w, b, s, p, d, g, padding_mode=pm, method=method))
+    expected = np.asarray(gpuconv.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                         b.astype(np.float64), s, p, d, g, padding_mode=pm,
+                                         method="direct"))
+    assert out.dtype == np.dtype(dtype)
+    # Per output channel at most C/g planes are contracted; ||x||_2 over all is an upper bound.
+    _bound_check(out - b[:, None, None], expected - b[:, None, None], x, w, dtype,
+                 _generous_n((H + 4, W + 4), (kh * 2, kw * 2)))
+
+
+def test_conv2d_matches_textbook_loops(rng):
+    x = rng.standard_normal((3, 10, 9))
+    w = rng.standard_normal((2, 3, 3, 2))
+    expected = reference.corr2d_multi_in_out(x, w)
+    for method in FFT_METHODS:
+        np.testing.assert_allclose(gpuconv.conv2d(x, w, method=method), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", FFT_METHODS)
+@pytest.mark.parametrize("stride,padding,output_padding,dilation,groups", [
+    (1, 0, 0, 1, 1), (2, 1, 1, 1, 1), ((3, 2), (1, 0), (2, 1), 1, 2), (2, 2, 1, (2, 3), 1),
+])
+def test_conv_transpose2d_matches_direct(backend, rng, method, stride, padding, output_padding,
+                                         dilation, groups):
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((4, 6 // groups, 3, 4))
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
+                  dilation=dilation, groups=groups)
+    out = gpuconv.conv_transpose2d(x, w, method=method, **kwargs)
+    expected = gpuconv.conv_transpose2d(x, w, method="direct", **kwargs)
+    np.testing.assert_allclose(backend.to_numpy(out), np.asarray(expected), atol=1e-11)
+
+
+def test_conv_transpose2d_matches_torch(rng):
+    torch = pytest.importorskip("torch", reason="torch is an optional oracle, not installed")
+    x = rng.standard_normal((1, 4, 6, 5))
+    w = rng.standard_normal((4, 3, 3, 3))
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.tensor(x), torch.tensor(w), stride=2, padding=1, output_padding=1, dilation=2).numpy()
+    for method in FFT_METHODS:
+        out = gpuconv.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1, dilation=2,
+                                       method=method)
+        np.testing.assert_allclose(out, expected, atol=1e-11)
+
+
+def test_transform_sizes_are_fast_and_alias_free():
+    fft = get_backend_object("numpy").fft
+    n = _fft.fft_shape(fft, (4111, 97), real=True)
+    assert n[0] >= 4111 and n[1] >= 97
+    assert all(max(p for p in (2, 3, 5, 7, 11) if v % p == 0) <= 11 for v in n)
+    backend = get_backend_object("numpy")
+    nh, nw = _fft.oa_block_shape(backend, (4096, 4096), (31, 31))
+    assert nh >= 2 * 31 - 1 and nh < 4096  # blocks: bounded memory, tails overlap one neighbour
