@@ -1,0 +1,235 @@
+"""The chapter's experiments, runnable on any backend.
+
+* :func:`learn_edge_kernel`: learn the edge detector ``K = [[1, -1]]`` from the
+  image it was applied to, with a one-channel :class:`~gpuconv.nn.Conv2D`, the
+  summed squared loss and plain gradient descent.
+* :func:`train_digits`: a LeNet-style CNN on the handwritten digits shipped in
+  :mod:`gpuconv.data`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import nn
+from .backend import set_backend
+from .correlate import corr2d
+from .data import load_digits, stratified_split
+from .nn._module import current_backend
+
+__all__ = [
+    "EDGE_KERNEL",
+    "EdgeKernelResult",
+    "DigitsResult",
+    "edge_image",
+    "learn_edge_kernel",
+    "lenet_digits",
+    "train_digits",
+]
+
+EDGE_KERNEL = np.array([[1.0, -1.0]])
+
+
+def edge_image(height: int = 6, width: int = 8) -> np.ndarray:
+    """The chapter's image: ones, with columns 2..5 set to zero (two vertical edges).
+
+    Examples
+    --------
+    >>> from gpuconv.examples import edge_image
+    >>> edge_image()[0]
+    array([1., 1., 0., 0., 0., 0., 1., 1.])
+    """
+    X = np.ones((height, width))
+    X[:, 2:6] = 0
+    return X
+
+
+def _backend_context(backend: str | None) -> Any:
+    return set_backend(backend) if backend is not None else contextlib.nullcontext()
+
+
+@dataclass
+class EdgeKernelResult:
+    """What :func:`learn_edge_kernel` learned.
+
+    ``losses[t]`` is the summed squared loss after ``t`` gradient steps, so
+    ``losses[0]`` is the loss of the random start and ``losses[-1]`` that of
+    ``kernel``.
+    """
+
+    kernel: np.ndarray
+    losses: list[float]
+    initial_kernel: np.ndarray
+
+    @property
+    def error(self) -> float:
+        """``max |kernel - [[1, -1]]|``."""
+        return float(np.abs(self.kernel - EDGE_KERNEL).max())
+
+
+def learn_edge_kernel(steps: int = 40, lr: float = 3e-2, seed: Any = 0, *,
+                      backend: str | None = None, dtype: Any = np.float32) -> EdgeKernelResult:
+    """Learn the edge kernel from ``X`` and ``Y = corr2d(X, [[1, -1]])``, as in the chapter.
+
+    A 1-in, 1-out :class:`~gpuconv.nn.Conv2D` with a 1x2 kernel and no bias,
+    initialised as PyTorch does (``U(-1/sqrt(2), 1/sqrt(2))``, seeded), is
+    trained on the 6x8 edge image by full-batch gradient descent on the summed
+    squared error ``sum((conv(X) - Y)**2)``.
+
+    Parameters
+    ----------
+    steps : int, optional
+        Gradient steps (default 40).
+    lr : float, optional
+        Learning rate (the chapter's 3e-2).
+    seed : int or numpy.random.Generator, optional
+        Seeds the initial kernel.
+    backend : str, keyword-only
+        Where to compute; ``None`` follows :func:`gpuconv.set_backend`.
+    dtype : floating dtype, keyword-only
+        Of the kernel and the data (default float32, as in the chapter).
+
+    Returns
+    -------
+    EdgeKernelResult
+        ``kernel`` (1, 2) as a NumPy array, ``losses`` (``steps + 1`` values:
+        the loss after 0, 1, ..., ``steps`` updates) and ``initial_kernel``.
+
+    Notes
+    -----
+    The loss is the quadratic ``e^T A e`` in the kernel error ``e = k - K``,
+    with ``A = 2 * [[18, 12], [12, 18]]`` for this image (each of the 6 rows
+    has 3 pixel pairs in which the left, the right, or both pixels are 1).  The
+    eigenvalues of ``[[18, 12], [12, 18]]`` are 30 (along ``[1, 1]``) and 6
+    (along ``[1, -1]``); one step multiplies those components of ``e`` by
+    ``1 - 2 * lr * 30 = -0.8`` and ``1 - 2 * lr * 6 = 0.64``.  From any start
+    in ``U(-1/sqrt(2), 1/sqrt(2))`` the ``[1, 1]`` component is at most 1 in
+    size, so the loss is below ``30 * 0.8**(2t)``: under 1e-4 after 29 steps
+    in the worst case, and the kernel within 0.8**t of K.
+
+    Examples
+    --------
+    >>> from gpuconv.examples import learn_edge_kernel
+    >>> result = learn_edge_kernel(steps=40, seed=0)
+    >>> result.losses[-1] < 1e-4, result.error < 0.01
+    (True, True)
+    >>> result.kernel.round(3)
+    array([[ 1., -1.]], dtype=float32)
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0; got {steps!r}")
+    with _backend_context(backend):
+        be = current_backend(backend)
+        X = edge_image()
+        Y = corr2d(X, EDGE_KERNEL)
+        x = be.asarray(X[None, None].astype(dtype))
+        y = be.asarray(Y[None, None].astype(dtype))
+        conv = nn.Conv2D(1, 1, kernel_size=(1, 2), bias=False, seed=seed, dtype=dtype,
+                         backend=be.name)
+        initial = be.to_numpy(conv.weight.data).reshape(1, 2).copy()
+        optimizer = nn.SGD(conv.parameters(), lr=lr)
+        losses = []
+        for _ in range(steps):
+            value, grad = nn.mse_loss(conv(x), y, reduction="sum")
+            losses.append(value)
+            conv.zero_grad()
+            conv.backward(grad)
+            optimizer.step()
+        losses.append(nn.mse_loss(conv(x), y, reduction="sum").value)
+        kernel = be.to_numpy(conv.weight.data).reshape(1, 2).copy()
+    return EdgeKernelResult(kernel, losses, initial)
+
+
+def lenet_digits(seed: Any = 0, *, dtype: Any = np.float32,
+                 backend: str | None = None) -> nn.Sequential:
+    """A LeNet-style CNN for 8x8 digits: two conv/ReLU/max-pool stages and two dense layers.
+
+    ``(N, 1, 8, 8) -> conv 3x3 (16) -> pool -> conv 3x3 (32) -> pool -> 128 -> 64 -> 10``.
+
+    Examples
+    --------
+    >>> from gpuconv.examples import lenet_digits
+    >>> net = lenet_digits()
+    >>> sum(int(np.prod(p.shape)) for p in net.parameters())
+    13706
+    """
+    rng = np.random.default_rng(seed)
+    kw = dict(dtype=dtype, backend=backend)
+    return nn.Sequential(
+        nn.Conv2D(1, 16, 3, padding=1, seed=rng, **kw), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(16, 32, 3, padding=1, seed=rng, **kw), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Flatten(),
+        nn.Linear(32 * 2 * 2, 64, seed=rng, **kw), nn.ReLU(),
+        nn.Linear(64, 10, seed=rng, **kw),
+    )
+
+
+@dataclass
+class DigitsResult:
+    """What :func:`train_digits` produced."""
+
+    model: nn.Sequential
+    history: nn.History
+    test_accuracy: float
+    train_seconds: float
+    n_train: int
+    n_test: int
+    backend: str = ""
+    first_layer_kernels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def train_digits(epochs: int = 12, *, backend: str | None = None, seed: int = 0,
+                 batch_size: int = 32, lr: float = 0.05, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, test_fraction: float = 0.25,
+                 progress: bool = False, callbacks: Any = ()) -> DigitsResult:
+    """Train :func:`lenet_digits` on the shipped digits and measure held-out accuracy.
+
+    The images are scaled to [0, 1]; a stratified, seeded split holds out
+    ``test_fraction`` of each class for the test, which is evaluated after
+    every epoch (``history.val_accuracy``) and never trained on.
+
+    Parameters
+    ----------
+    epochs : int, optional
+        Passes over the training images.
+    backend : str, keyword-only
+        Where to train (``"numpy"``, ``"cupy"``, ...); ``None`` follows
+        :func:`gpuconv.set_backend`.
+    seed : int, keyword-only
+        Seeds the split, the initialisation and the shuffling.
+    batch_size, lr, momentum, weight_decay : keyword-only
+        Mini-batch SGD settings.
+    test_fraction : float, keyword-only
+        Share of each class held out.
+    progress : bool, keyword-only
+        Show a progress bar (tqdm).
+    callbacks : keyword-only
+        Passed to :class:`~gpuconv.nn.Trainer`.
+
+    Returns
+    -------
+    DigitsResult
+    """
+    images, labels = load_digits()
+    x = (images.astype(np.float32) / 16.0)[:, None]
+    train, test = stratified_split(labels, test_fraction, seed=seed)
+    with _backend_context(backend):
+        be = current_backend(backend)
+        model = lenet_digits(seed, backend=be.name)
+        optimizer = nn.SGD(model.parameters(), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay)
+        trainer = nn.Trainer(backend=be.name, progress=progress, callbacks=callbacks)
+        data = nn.ArrayLoader(x[train], labels[train], batch_size, shuffle=True, seed=seed)
+        val = nn.ArrayLoader(x[test], labels[test], 512)
+        start = time.perf_counter()
+        history = trainer.fit(model, data, nn.cross_entropy, optimizer, epochs, val_data=val)
+        seconds = time.perf_counter() - start
+        accuracy = trainer.evaluate(val)["val_accuracy"]
+        kernels = be.to_numpy(model[0].weight.data).copy()
+    return DigitsResult(model, history, accuracy, seconds, len(train), len(test), be.name,
+                        kernels)

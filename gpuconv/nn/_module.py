@@ -1,0 +1,245 @@
+"""``Parameter``, ``Module`` and ``Sequential``: the containers every layer builds on.
+
+A module computes ``forward`` and, given the gradient of a scalar loss with
+respect to its output, ``backward`` returns the gradient with respect to its
+input and adds the gradients of its parameters into ``Parameter.grad``.  Each
+layer caches what its backward pass needs during ``forward``; there is no
+general autograd graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .._dispatch import array_library
+from ..backend import get_backend_object, resolve_backend
+
+__all__ = ["Parameter", "Module", "Sequential", "current_backend", "namespace_of"]
+
+
+def namespace_of(arr: Any) -> Any:
+    """The array namespace (``numpy``, ``cupy``, ...) of the backend that owns ``arr``."""
+    return get_backend_object(array_library(arr) or "numpy").xp
+
+
+def current_backend(name: str | None = None) -> Any:
+    """The backend object new parameters live on.
+
+    ``name`` picks a registered backend; ``None`` follows the current choice
+    (:func:`gpuconv.set_backend`), and ``"auto"`` with no arrays means NumPy.
+    """
+    if name is None:
+        return resolve_backend()
+    return get_backend_object(name)
+
+
+class Parameter:
+    """A trainable array and the gradient accumulated for it.
+
+    Attributes
+    ----------
+    data : array
+        The value, an array of the backend the module lives on.
+    grad : array or None
+        The gradient of the loss, summed over every ``backward`` since the last
+        :meth:`Module.zero_grad`; ``None`` before the first one.
+    name : str
+        ``"weight"``, ``"bias"``, ...; for messages and ``repr``.
+    """
+
+    __slots__ = ("data", "grad", "name")
+
+    def __init__(self, data: Any, name: str = "") -> None:
+        self.data = data
+        self.grad: Any = None
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    def accumulate(self, grad: Any) -> None:
+        """Add ``grad`` into ``self.grad`` (a layer used twice gets both contributions)."""
+        if self.grad is None:
+            self.grad = grad
+        else:
+            self.grad = self.grad + grad
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name}, shape={self.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of layers and containers.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad_out)`` and keep
+    their :class:`Parameter` objects and child modules as attributes (or, for
+    containers, override :meth:`children`).  ``module(x)`` calls ``forward``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> net = nn.Sequential(nn.Linear(3, 2, seed=0), nn.ReLU())
+    >>> net
+    Sequential(
+      (0): Linear(in_features=3, out_features=2, bias=True)
+      (1): ReLU()
+    )
+    >>> [p.shape for p in net.parameters()]
+    [(2, 3), (2,)]
+    >>> y = net(np.ones((4, 3), dtype=np.float32))
+    >>> net.backward(np.ones_like(y)).shape
+    (4, 3)
+    >>> net.zero_grad()
+    >>> float(np.abs(net.parameters()[0].grad).sum())
+    0.0
+    """
+
+    training: bool = True
+
+    # -- what subclasses provide -------------------------------------------
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_out: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    # -- shared machinery ---------------------------------------------------
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def children(self) -> list[Module]:
+        return [v for v in vars(self).values() if isinstance(v, Module)]
+
+    def _own_parameters(self) -> list[Parameter]:
+        return [v for v in vars(self).values() if isinstance(v, Parameter)]
+
+    def parameters(self) -> list[Parameter]:
+        """Every parameter of this module and its children, each once, in order."""
+        seen: set[int] = set()
+        out: list[Parameter] = []
+        for p in self._iter_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def _iter_parameters(self) -> Iterator[Parameter]:
+        yield from self._own_parameters()
+        for child in self.children():
+            yield from child._iter_parameters()
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to zeros of its shape."""
+        for p in self.parameters():
+            p.grad = namespace_of(p.data).zeros_like(p.data)
+
+    def train(self, mode: bool = True) -> Module:
+        """Put this module and its children in training (or evaluation) mode."""
+        self.training = bool(mode)
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: forward passes need not cache anything for backward."""
+        return self.train(False)
+
+    def to(self, backend: str | None = None, dtype: Any = None) -> Module:
+        """Move every parameter to ``backend`` and/or cast it to ``dtype``, in place.
+
+        Parameters
+        ----------
+        backend : str, optional
+            A registered backend name; ``None`` keeps each parameter's library.
+        dtype : dtype, optional
+            A floating dtype; ``None`` keeps each parameter's dtype.
+
+        Returns
+        -------
+        Module
+            ``self``, for chaining.
+        """
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind not in "fc":
+                raise TypeError(f"dtype must be a floating or complex dtype; got {dtype}")
+        for p in self.parameters():
+            data = p.data
+            if backend is not None:
+                data = get_backend_object(backend).asarray(data)
+            if dtype is not None:
+                data = data.astype(dtype)
+            p.data = data
+            p.grad = None
+        return self
+
+    def __repr__(self) -> str:
+        children = self._named_children()
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not children:
+            return head + ")"
+        lines = [head]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+    def _named_children(self) -> list[tuple[str, Module]]:
+        return [(k, v) for k, v in vars(self).items() if isinstance(v, Module)]
+
+
+class Sequential(Module):
+    """Modules applied in order; ``backward`` runs them in reverse.
+
+    Parameters
+    ----------
+    *layers : Module
+        The layers, first to last.
+
+    Examples
+    --------
+    >>> from gpuconv import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, seed=0))
+    >>> len(net), type(net[1]).__name__
+    (2, 'Linear')
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(
+                    f"Sequential takes Module instances; argument {i} is {type(layer).__name__}"
+                )
+        self.layers = list(layers)
+
+    def children(self) -> list[Module]:
+        return list(self.layers)
+
+    def _named_children(self) -> list[tuple[str, Module]]:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Module:
+        return self.layers[index]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_out: Any) -> Any:
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out

@@ -1,0 +1,206 @@
+"""Gradients of a convolution layer, written with gpuconv's own convolutions.
+
+For ``y = conv2d(x, w, stride=s, padding=p, dilation=d, groups=g)`` and the
+gradient ``dy`` of a scalar loss with respect to ``y``:
+
+* the **weight gradient** is a correlation of the (padded) input with the
+  output gradient, ``dw[o, c] = sum_n corr(x_pad[n, c], dy[n, o])`` sampled
+  every ``d`` pixels with taps ``s`` apart.  That is :func:`gpuconv.conv2d`
+  applied to the arrays with batch and channel axes swapped, with the roles of
+  stride and dilation exchanged; groups stay groups.
+* the **input gradient** is the adjoint of the convolution,
+  :func:`gpuconv.conv_transpose2d` of ``dy`` with the same weights, with an
+  ``output_padding`` that recovers the exact input size when ``s > 1``; for
+  the ``'reflect'``, ``'replicate'`` and ``'circular'`` padding modes the
+  gradient that lands on the padding is folded back onto the pixels it copied.
+
+Both therefore run on whichever backend and method computes the forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import resolve_backend
+from ..conv import conv2d, conv_transpose2d
+
+__all__ = [
+    "pad_nchw",
+    "fold_padding",
+    "conv2d_weight_grad",
+    "conv2d_input_grad",
+]
+
+_XP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                "circular": "wrap"}
+
+
+def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str) -> Any:
+    """Pad the last two axes by ``(top, bottom, left, right)`` as ``torch.nn.Conv2d`` does."""
+    top, bottom, left, right = pads
+    if not (top or bottom or left or right):
+        return x
+    widths = ((0, 0),) * (x.ndim - 2) + ((top, bottom), (left, right))
+    return xp.pad(x, widths, mode=_XP_PAD_MODE[padding_mode])
+
+
+def _source_index(n: int, before: int, after: int, padding_mode: str) -> np.ndarray:
+    """For each padded position, the input position whose value it holds."""
+    i = np.arange(-before, n + after)
+    if padding_mode == "replicate":
+        return np.clip(i, 0, n - 1)
+    if padding_mode == "circular":
+        return i % n
+    if padding_mode == "reflect":
+        i = np.abs(i)
+        return np.where(i > n - 1, 2 * (n - 1) - i, i)
+    raise ValueError(f"padding_mode must be 'reflect', 'replicate' or 'circular' here; "
+                     f"got {padding_mode!r}")
+
+
+def _fold_matrix(n: int, before: int, after: int, padding_mode: str, dtype: Any) -> np.ndarray:
+    src = _source_index(n, before, after, padding_mode)
+    m = np.zeros((n, src.size), dtype=dtype)
+    m[src, np.arange(src.size)] = 1
+    return m
+
+
+def fold_padding(backend: Any, grad_padded: Any, pads: tuple[int, int, int, int],
+                 hw: tuple[int, int], padding_mode: str) -> Any:
+    """The adjoint of :func:`pad_nchw`: gradient on the padded array -> gradient on the input.
+
+    Zero padding copies nothing, so its adjoint is a crop.  The other modes
+    copy input pixels into the border; each padded position's gradient is
+    added to the pixel it came from.  Padding is separable, so the adjoint is
+    ``F_h @ g @ F_w.T`` with 0/1 fold matrices (exact in floating point: each
+    output is a plain sum of the gradients that belong to it).
+    """
+    top, bottom, left, right = pads
+    H, W = hw
+    if padding_mode == "zeros" or not (top or bottom or left or right):
+        return grad_padded[..., top:top + H, left:left + W]
+    xp = backend.xp
+    dtype = np.dtype(grad_padded.dtype)
+    fh = backend.asarray(_fold_matrix(H, top, bottom, padding_mode, dtype))
+    fw = backend.asarray(_fold_matrix(W, left, right, padding_mode, dtype))
+    return xp.matmul(xp.matmul(fh, grad_padded), fw.T)
+
+
+def _needed(size_out: int, k: int, s: int, d: int) -> int:
+    """Rows of the padded input that a convolution with these parameters reads."""
+    return d * (k - 1) + s * (size_out - 1) + 1
+
+
+def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
+                       stride: tuple[int, int], pads: tuple[int, int, int, int],
+                       dilation: tuple[int, int], groups: int, padding_mode: str = "zeros",
+                       *, method: str = "auto") -> Any:
+    """Gradient of a :func:`gpuconv.conv2d` with respect to its weight.
+
+    Parameters
+    ----------
+    x : array, shape (N, C, H, W)
+        The forward input.
+    grad_out : array, shape (N, O, Ho, Wo)
+        Gradient of the loss with respect to the output.
+    kernel_hw : (int, int)
+        The kernel's spatial size ``(kh, kw)``.
+    stride, dilation : (int, int)
+        As in the forward call.
+    pads : (int, int, int, int)
+        Padding ``(top, bottom, left, right)`` of the forward call.
+    groups : int
+        As in the forward call.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+        As in the forward call.
+    method : str, keyword-only
+        Passed to :func:`gpuconv.conv2d`.
+
+    Returns
+    -------
+    array, shape (O, C / groups, kh, kw)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> from gpuconv.nn.functional import conv2d_weight_grad
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((4, 3, 3, 3))
+    >>> y = gpuconv.conv2d(x, w, stride=2)
+    >>> dw = conv2d_weight_grad(x, np.ones_like(y), (3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 1)
+    >>> # d(sum y)/dw[o, c, u, v] is the sum of the input pixels tap (u, v) reads
+    >>> bool(np.isclose(dw[1, 2, 0, 1], x[:, 2, 0:5:2, 1:6:2].sum()))
+    True
+    """
+    backend = resolve_backend(x=x, grad_out=grad_out)
+    x = backend.asarray(x)
+    grad_out = backend.asarray(grad_out)
+    N, C, _, _ = x.shape
+    _, O, Ho, Wo = grad_out.shape
+    kh, kw = kernel_hw
+    G = groups
+    need_h = _needed(Ho, kh, stride[0], dilation[0])
+    need_w = _needed(Wo, kw, stride[1], dilation[1])
+    # Rows past need_h are never read (they are the remainder of the stride).
+    xpad = pad_nchw(backend.xp, x, pads, padding_mode)[:, :, :need_h, :need_w]
+    # Swap batch and channel axes so the batch becomes the reduction axis; the
+    # groups stay independent because each group's images form one channel group.
+    xt = xpad.reshape(N, G, C // G, need_h, need_w).transpose(2, 1, 0, 3, 4)
+    xt = xt.reshape(C // G, G * N, need_h, need_w)
+    dyt = grad_out.reshape(N, G, O // G, Ho, Wo).transpose(1, 2, 0, 3, 4)
+    dyt = dyt.reshape(O, N, Ho, Wo)
+    dw = conv2d(xt, dyt, stride=dilation, dilation=stride, groups=G, method=method)
+    return backend.xp.ascontiguousarray(dw.transpose(1, 0, 2, 3))
+
+
+def conv2d_input_grad(grad_out: Any, weight: Any, input_hw: tuple[int, int],
+                      stride: tuple[int, int], pads: tuple[int, int, int, int],
+                      dilation: tuple[int, int], groups: int, padding_mode: str = "zeros",
+                      *, method: str = "auto") -> Any:
+    """Gradient of a :func:`gpuconv.conv2d` with respect to its input.
+
+    Parameters are those of :func:`conv2d_weight_grad`, with the forward
+    ``weight`` and the input's spatial size ``input_hw = (H, W)``.
+
+    Returns
+    -------
+    array, shape (N, C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> from gpuconv.nn.functional import conv2d_input_grad
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    >>> dy = rng.standard_normal(gpuconv.conv2d(x, w, stride=2, padding=1).shape)
+    >>> dx = conv2d_input_grad(dy, w, (8, 8), (2, 2), (1, 1, 1, 1), (1, 1), 1)
+    >>> dx.shape
+    (2, 3, 8, 8)
+    >>> # the adjoint identity <conv(x), dy> == <x, dx>
+    >>> bool(np.isclose((gpuconv.conv2d(x, w, stride=2, padding=1) * dy).sum(), (x * dx).sum()))
+    True
+    """
+    backend = resolve_backend(grad_out=grad_out, weight=weight)
+    grad_out = backend.asarray(grad_out)
+    weight = backend.asarray(weight)
+    H, W = input_hw
+    _, _, Ho, Wo = grad_out.shape
+    _, _, kh, kw = weight.shape
+    top, bottom, left, right = pads
+    Hp, Wp = H + top + bottom, W + left + right
+    need_h = _needed(Ho, kh, stride[0], dilation[0])
+    need_w = _needed(Wo, kw, stride[1], dilation[1])
+    # Hp - need_h < stride, so output_padding recovers the whole padded size.
+    extra = (Hp - need_h, Wp - need_w)
+    if padding_mode == "zeros" and top == bottom and left == right:
+        return conv_transpose2d(grad_out, weight, stride=stride, padding=(top, left),
+                                output_padding=extra, groups=groups, dilation=dilation,
+                                method=method)
+    grad_padded = conv_transpose2d(grad_out, weight, stride=stride, padding=0,
+                                   output_padding=extra, groups=groups, dilation=dilation,
+                                   method=method)
+    return fold_padding(backend, grad_padded, pads, (H, W), padding_mode)
