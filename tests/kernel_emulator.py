@@ -130,3 +130,75 @@ class Emulator:
         if status:
             raise EmulatorError(f"{expr}: invalid launch geometry {launch.grid} x {launch.block}")
         return barriers.value
+
+
+class _EmulatedKernel:
+    """Stands in for a ``cupy.RawKernel``: same call, run by the emulator.
+
+    It insists on the scalar types the kernel's C signature needs (``int32``
+    for ``int``, ``float64`` for ``double``), which is what CuPy passes on.
+    """
+
+    def __init__(self, emulator: Emulator, kernel: str, dtype):
+        self.emulator, self.kernel, self.dtype = emulator, kernel, np.dtype(dtype)
+        self.launches = 0
+
+    def __call__(self, grid, block, args):
+        x, w, out, *scalars = args
+        sig = SIGNATURES[self.kernel]
+        want = {"i": np.int32, "d": np.float64}
+        for i, (kind, value) in enumerate(zip(sig, scalars)):
+            if type(value) is not want[kind]:
+                raise TypeError(f"{self.kernel} scalar {i} must be {want[kind].__name__}, "
+                                f"got {type(value).__name__}")
+        launch = K.Launch(tuple(grid), tuple(block), tuple(v.item() for v in scalars))
+        self.emulator.launch(self.kernel, self.dtype, launch, x, w, out)
+        self.launches += 1
+
+
+class _FakeCuda:
+    class Device:
+        id = 0
+
+    class runtime:  # noqa: N801 - mirrors cupy.cuda.runtime
+        @staticmethod
+        def getDeviceProperties(device_id):
+            return {"name": b"host emulator"}
+
+    class _Stream:
+        def synchronize(self):
+            pass
+
+    @classmethod
+    def get_current_stream(cls):
+        return cls._Stream()
+
+
+class _NumpyAsCupy:
+    """NumPy under CuPy's name, plus the few ``cupy.cuda`` calls the backend makes."""
+
+    cuda = _FakeCuda
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def emulated_cupy_backend():
+    """A :class:`gpuconv.backends.cupy.CupyBackend` whose arrays are NumPy arrays and whose
+    kernels run in the emulator: the backend's own code, on the CPU."""
+    from gpuconv.backends.cupy import CupyBackend
+
+    emulators: dict[str, Emulator] = {}
+    kernels: dict[tuple, _EmulatedKernel] = {}
+
+    def get_function(filename, kernel, dtype):
+        if filename not in emulators:
+            emulators[filename] = Emulator(filename)
+        key = (filename, kernel, np.dtype(dtype))
+        if key not in kernels:
+            kernels[key] = _EmulatedKernel(emulators[filename], kernel, dtype)
+        return kernels[key]
+
+    backend = CupyBackend(_NumpyAsCupy(), get_function)
+    backend.emulated_kernels = kernels
+    return backend

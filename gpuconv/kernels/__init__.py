@@ -93,7 +93,14 @@ def typename(dtype: Any) -> str:
 
 
 def name_expressions(filename: str) -> list[str]:
-    """Every template instantiation of ``filename``, as NVRTC name expressions."""
+    """Every template instantiation of ``filename``, as NVRTC name expressions.
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> kernels.name_expressions("correlate_planes.cu")[:2]
+    ['correlate_planes<gc_half>', 'correlate_planes<float>']
+    """
     return [f"{kernel}<{tn}>" for kernel in KERNELS[filename] for tn in TYPENAMES.values()]
 
 
@@ -128,7 +135,15 @@ def _check_int32(what: str, *values: int) -> None:
 def planes_launch(x_shape: tuple[int, int, int], w_shape: tuple[int, int],
                   out_shape: tuple[int, int], origin: tuple[int, int], boundary: str,
                   fillvalue: Any, grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
-    """Launch of ``correlate_planes`` for planes ``x_shape = (B, H, W)``."""
+    """Launch of ``correlate_planes`` for planes ``x_shape = (B, H, W)``.
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> launch = kernels.planes_launch((100000, 64, 100), (3, 3), (64, 100), (1, 1), "symm", 0)
+    >>> launch.grid, launch.block   # planes beyond gridDim.z are a loop in the kernel
+    ((4, 2, 65535), (32, 8, 1))
+    """
     B, H, W = x_shape
     kh, kw = w_shape
     oh, ow = out_shape

@@ -1,0 +1,293 @@
+"""The CuPy backend.
+
+Without a GPU: its registration and the reason it gives, that importing it
+imports no CuPy, and its own code (argument conversion, launch geometry, the
+choice between native kernels and generic code, dtypes) run end to end on the
+CPU through the public functions, with NumPy standing in for CuPy's arrays
+and the CUDA kernels running in the host emulator.  The results must equal
+the NumPy backend's.
+
+With a GPU (CuPy usable): the same comparisons on the device, plus the cases
+only a device shows (CuPy arrays in and out, negative strides, huge batches,
+the grid limits).  Those tests skip here with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpuconv
+from conftest import assert_close, backend_skip_reason, random_array
+from gpuconv import backend as registry
+
+kernel_emulator = pytest.importorskip("kernel_emulator")
+
+EMULATED = "cupy-emulated"
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128, np.float16, np.int64]
+
+
+# -- without a GPU ------------------------------------------------------------
+
+def test_cupy_is_registered_and_says_why_it_cannot_run():
+    status = gpuconv.available_backends()["cupy"]
+    try:
+        import cupy
+    except ImportError:
+        assert not status.usable and status.reason.startswith("cupy is not installed")
+        return
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        assert not status.usable
+        assert status.reason == f"no CUDA device visible: {exc}"
+        with pytest.raises(gpuconv.BackendUnavailableError, match="no CUDA device visible"):
+            gpuconv.set_backend("cupy")
+    else:
+        assert status.usable == (count > 0), status
+
+
+def test_factory_without_cupy(monkeypatch):
+    from gpuconv.backends.cupy import make_backend
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(gpuconv.BackendUnavailableError, match=r"^cupy is not installed$"):
+        make_backend()
+
+
+def test_importing_the_backend_module_imports_no_cupy():
+    code = ("import sys, gpuconv, gpuconv.backends.cupy, gpuconv.kernels; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cupy', 'cupyx')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def emulated_backend():
+    if kernel_emulator.compiler() is None:
+        pytest.skip("no host C++ compiler (g++ or $CXX) to build the kernel emulator")
+    return kernel_emulator.emulated_cupy_backend()
+
+
+@pytest.fixture
+def emulated(emulated_backend, monkeypatch):
+    """The CuPy backend's code on the CPU, set as the current backend for the test."""
+    monkeypatch.setitem(registry._factories, EMULATED, lambda: emulated_backend)
+    with gpuconv.set_backend(EMULATED):
+        yield emulated_backend
+
+
+def launches(backend) -> int:
+    return sum(k.launches for k in backend.emulated_kernels.values())
+
+
+def on_numpy(fn, *args, **kwargs):
+    with gpuconv.set_backend("numpy"):
+        return fn(*args, **kwargs)
+
+
+def tolerance_dtype(dtype):
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float64) if dtype.kind in "biu" else dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("op", ["correlate2d", "convolve2d"])
+def test_planes_through_the_backend(emulated, rng, dtype, boundary, op):
+    fn = getattr(gpuconv, op)
+    x = random_array(rng, (2, 3, 33, 20), dtype)
+    for kshape in [(3, 4), (18, 2)]:
+        k = random_array(rng, kshape, dtype)
+        for mode in ("full", "same", "valid"):
+            before = launches(emulated)
+            got = fn(x, k, mode=mode, boundary=boundary, fillvalue=2, method="direct")
+            want = on_numpy(fn, x, k, mode=mode, boundary=boundary, fillvalue=2,
+                            method="direct")
+            assert launches(emulated) == before + 1, "the native kernel did not run"
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert_close(got, want, tolerance_dtype(dtype))
+
+
+def test_valid_mode_swapped_and_auto_method(emulated, rng):
+    x = random_array(rng, (4, 5), np.complex128)
+    k = random_array(rng, (9, 7), np.complex128)
+    for fn in (gpuconv.correlate2d, gpuconv.convolve2d):
+        got = fn(x, k, mode="valid")
+        assert_close(got, on_numpy(fn, x, k, mode="valid"), np.complex128)
+    big = random_array(rng, (40, 41), np.float32)
+    assert_close(gpuconv.corr2d(big, k.real.astype(np.float32)),
+                 on_numpy(gpuconv.corr2d, big, k.real.astype(np.float32)), np.float32)
+
+
+CONV = [
+    # input shape, weight shape, stride, padding, dilation, groups
+    ((2, 4, 11, 9), (6, 2, 3, 3), 1, 1, 1, 2),
+    ((1, 3, 10, 13), (9, 3, 2, 3), (2, 1), (1, 2), (2, 1), 1),
+    ((3, 9, 7), (10, 3, 1, 1), 1, 0, 1, 1),  # unbatched
+    ((2, 4, 8, 8), (4, 1, 3, 3), 1, "same", 1, 4),
+]
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.float16])
+def test_conv2d_through_the_backend(emulated, rng, method, padding_mode, dtype):
+    for xs, ws, stride, padding, dilation, groups in CONV:
+        x = random_array(rng, xs, dtype)
+        w = random_array(rng, ws, dtype)
+        b = random_array(rng, (ws[0],), dtype)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      padding_mode=padding_mode, method=method)
+        before = launches(emulated)
+        got = gpuconv.conv2d(x, w, b, **kwargs)
+        assert launches(emulated) == before + (method == "direct")
+        want = on_numpy(gpuconv.conv2d, x, w, b, **kwargs)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.float16])
+def test_conv_transpose2d_through_the_backend(emulated, rng, dtype):
+    cases = [((2, 4, 5, 6), (4, 3, 3, 3), 2, 1, 1, 1, 1),
+             ((1, 6, 7, 4), (6, 2, 2, 3), (1, 3), (1, 0), (0, 2), 3, (2, 1)),
+             ((4, 3, 3), (4, 5, 1, 1), 1, 0, 0, 1, 1)]
+    for xs, ws, stride, padding, output_padding, groups, dilation in cases:
+        x = random_array(rng, xs, dtype)
+        w = random_array(rng, ws, dtype)
+        kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
+                      groups=groups, dilation=dilation, method="direct")
+        before = launches(emulated)
+        got = gpuconv.conv_transpose2d(x, w, **kwargs)
+        assert launches(emulated) == before + 1
+        want = on_numpy(gpuconv.conv_transpose2d, x, w, **kwargs)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, k: gpuconv.correlate2d(x, k, mode="middle"),
+    lambda x, k: gpuconv.correlate2d(x, k, boundary="reflect"),
+    lambda x, k: gpuconv.correlate2d(x, k, method="winograd"),
+    lambda x, k: gpuconv.correlate2d(x, k[0]),
+    lambda x, k: gpuconv.correlate2d(x, k, fillvalue=1j),
+    lambda x, k: gpuconv.correlate2d(x.astype(str), k),
+    lambda x, k: gpuconv.conv2d(x[None, None], k[None, None], stride=0),
+    lambda x, k: gpuconv.conv2d(x[None, None], k[None, None], groups=2),
+])
+def test_errors_are_the_numpy_backends(emulated, rng, call):
+    x = random_array(rng, (6, 7), np.float64)
+    k = random_array(rng, (2, 3), np.float64)
+    with pytest.raises(Exception) as got:
+        call(x, k)
+    with gpuconv.set_backend("numpy"), pytest.raises(Exception) as want:
+        call(x, k)
+    assert type(got.value) is type(want.value)
+    assert str(got.value) == str(want.value)
+
+
+def test_device_key_and_synchronize(emulated):
+    assert emulated.device_key() == "cupy:0:host emulator"
+    emulated.synchronize()
+
+
+# -- with a GPU -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cupy_backend():
+    reason = backend_skip_reason("cupy")
+    if reason:
+        pytest.skip(reason)
+    return registry.get_backend_object("cupy")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128,
+                                   np.float16])
+@pytest.mark.parametrize("boundary", ["fill", "wrap", "symm"])
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+def test_gpu_correlate2d_matches_numpy(cupy_backend, rng, dtype, boundary, mode):
+    import cupy
+
+    for xs, ks in [((3, 67, 45), (3, 3)), ((1, 1, 100), (1, 7)), ((2, 100, 1), (5, 1)),
+                   ((2, 31, 33), (35, 17)), ((1, 5, 4), (13, 11))]:
+        if mode == "valid" and not (xs[1] >= ks[0] and xs[2] >= ks[1]):
+            continue
+        x = random_array(rng, xs, dtype)
+        k = random_array(rng, ks, dtype)
+        got = gpuconv.correlate2d(cupy.asarray(x), cupy.asarray(k), mode=mode,
+                                  boundary=boundary, fillvalue=0.5)
+        assert isinstance(got, cupy.ndarray)
+        want = on_numpy(gpuconv.correlate2d, x, k, mode=mode, boundary=boundary, fillvalue=0.5)
+        assert got.dtype == want.dtype
+        assert_close(got.get(), want, dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_negative_strides_and_huge_batch(cupy_backend, rng):
+    import cupy
+
+    x = random_array(rng, (70000, 3, 4), np.float32)  # more planes than gridDim.z allows
+    k = random_array(rng, (2, 2), np.float32)
+    xd = cupy.asarray(x)
+    got = gpuconv.convolve2d(xd[:, ::-1, ::-1], cupy.asarray(k)[::-1], mode="same",
+                             boundary="wrap")
+    want = on_numpy(gpuconv.convolve2d, x[:, ::-1, ::-1], k[::-1], mode="same",
+                    boundary="wrap")
+    assert_close(got.get(), want, np.float32)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cupyx(cupy_backend, rng):
+    import cupy
+    import cupyx.scipy.signal
+
+    x = cupy.asarray(random_array(rng, (130, 97), np.float64))
+    k = cupy.asarray(random_array(rng, (5, 6), np.float64))
+    for mode in ("full", "same", "valid"):
+        for boundary in ("fill", "wrap", "symm"):
+            want = cupyx.scipy.signal.correlate2d(x, k, mode=mode, boundary=boundary)
+            got = gpuconv.correlate2d(x, k, mode=mode, boundary=boundary)
+            assert_close(got.get(), want.get(), np.float64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_gpu_conv2d_matches_numpy(cupy_backend, rng, method, padding_mode):
+    import cupy
+
+    for xs, ws, stride, padding, dilation, groups in CONV:
+        x = random_array(rng, xs, np.float32)
+        w = random_array(rng, ws, np.float32)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      padding_mode=padding_mode, method=method)
+        got = gpuconv.conv2d(cupy.asarray(x), cupy.asarray(w), **kwargs)
+        assert_close(got.get(), on_numpy(gpuconv.conv2d, x, w, **kwargs), np.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_gpu_conv_transpose2d_matches_numpy(cupy_backend, rng, method):
+    import cupy
+
+    x = random_array(rng, (2, 4, 9, 7), np.float32)
+    w = random_array(rng, (4, 3, 3, 2), np.float32)
+    kwargs = dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2,
+                  dilation=(1, 2), method=method)
+    got = gpuconv.conv_transpose2d(cupy.asarray(x), cupy.asarray(w), **kwargs)
+    assert_close(got.get(), on_numpy(gpuconv.conv_transpose2d, x, w, **kwargs), np.float32)
+
+
+@pytest.mark.gpu
+def test_gpu_device_key_names_the_device(cupy_backend):
+    import cupy
+
+    dev = cupy.cuda.Device()
+    name = cupy.cuda.runtime.getDeviceProperties(dev.id)["name"].decode()
+    assert cupy_backend.device_key() == f"cupy:{dev.id}:{name}"
+    cupy_backend.synchronize()
