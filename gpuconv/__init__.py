@@ -24,6 +24,14 @@ def _register_builtin_backends() -> None:
     from .backends.numpy import NumpyBackend
 
     register_backend("numpy", NumpyBackend)
+    register_backend("cupy", _make_cupy_backend)
+
+
+def _make_cupy_backend():
+    # Imported on first use: registering the backend imports nothing.
+    from .backends.cupy import make_backend
+
+    return make_backend()
 
 
 _register_builtin_backends()
