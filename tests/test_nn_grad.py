@@ -1,0 +1,337 @@
+"""gpuconv.nn gradients: central finite differences in float64, and torch.autograd.
+
+Every layer is checked as the scalar ``f = sum(layer(x) * g)`` for a random
+upstream gradient ``g``: ``backward(g)`` must return df/dx and leave df/dp in
+each parameter's ``grad``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv import nn
+
+# (name, layer kwargs, input shape): strides, paddings (symmetric, 'same' with
+# its odd pixel at the bottom/right, rectangular), dilations, groups, every
+# padding mode, sizes where the stride leaves unread rows, no bias, unbatched.
+CONV_CASES = [
+    ("plain", dict(in_channels=2, out_channels=3, kernel_size=3), (2, 2, 6, 7)),
+    ("stride2_pad1", dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1),
+     (2, 2, 7, 8)),
+    ("stride3_remainder", dict(in_channels=1, out_channels=2, kernel_size=2, stride=3),
+     (2, 1, 8, 9)),
+    ("dilation2_pad2", dict(in_channels=2, out_channels=2, kernel_size=3, dilation=2,
+                            padding=2), (1, 2, 7, 6)),
+    ("rect_kernel_mixed", dict(in_channels=2, out_channels=2, kernel_size=(2, 3),
+                               stride=(2, 1), dilation=(1, 2), padding=(1, 0)), (2, 2, 7, 8)),
+    ("groups2", dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, stride=(1, 2),
+                     padding=1), (2, 4, 6, 7)),
+    ("depthwise", dict(in_channels=3, out_channels=3, kernel_size=3, groups=3, padding=1),
+     (2, 3, 5, 5)),
+    ("same_stride2", dict(in_channels=2, out_channels=2, kernel_size=4, stride=2,
+                          padding="same"), (2, 2, 7, 6)),
+    ("no_bias", dict(in_channels=2, out_channels=2, kernel_size=(1, 2), bias=False),
+     (2, 2, 6, 8)),
+    ("reflect", dict(in_channels=2, out_channels=2, kernel_size=3, padding=(1, 2),
+                     padding_mode="reflect"), (2, 2, 6, 7)),
+    ("replicate_stride2", dict(in_channels=2, out_channels=3, kernel_size=3, stride=2,
+                               padding=2, padding_mode="replicate"), (2, 2, 7, 6)),
+    ("circular_groups_dilation", dict(in_channels=4, out_channels=2, kernel_size=3, groups=2,
+                                      dilation=2, padding=(2, 3), padding_mode="circular"),
+     (1, 4, 6, 5)),
+    ("reflect_same", dict(in_channels=1, out_channels=2, kernel_size=(2, 4), padding="same",
+                          padding_mode="reflect"), (2, 1, 5, 6)),
+    ("unbatched", dict(in_channels=2, out_channels=2, kernel_size=3, stride=2, padding=1),
+     (2, 7, 7)),
+]
+
+
+def _to_np(a):
+    return gpuconv.backend.resolve_backend(a=a).to_numpy(a)
+
+
+def numeric_grad(f, arr, eps=1e-6):
+    """Central differences of the scalar ``f()`` with respect to the NumPy array ``arr``."""
+    g = np.zeros_like(arr)
+    flat, gflat = arr.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g
+
+
+def check_layer(layer, x_np, rng, backend, rtol=1e-6):
+    """Analytic gradients of ``sum(layer(x) * g)`` against finite differences."""
+    be = backend
+    layer.to(be.name, np.float64)
+    params = layer.parameters()
+    masters = [_to_np(p.data).copy() for p in params]
+    y = layer(be.asarray(x_np))
+    g_np = rng.standard_normal(tuple(y.shape))
+    layer.zero_grad()
+    dx = _to_np(layer.backward(be.asarray(g_np)))
+    analytic = [_to_np(p.grad) for p in params]
+
+    def f():
+        for p, m in zip(params, masters):
+            p.data = be.asarray(m)
+        return float((_to_np(layer(be.asarray(x_np))) * g_np).sum())
+
+    expected_dx = numeric_grad(f, x_np)
+    scale = max(np.abs(expected_dx).max(), 1.0)
+    np.testing.assert_allclose(dx, expected_dx, rtol=rtol, atol=rtol * scale)
+    for p, m, a in zip(params, masters, analytic):
+        expected = numeric_grad(f, m)
+        assert a.shape == expected.shape, p
+        np.testing.assert_allclose(a, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1.0),
+                                   err_msg=f"gradient of {p.name}")
+
+
+@pytest.mark.parametrize("name,kwargs,shape", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d_finite_differences(backend, rng, name, kwargs, shape):
+    layer = nn.Conv2D(**kwargs, seed=rng, dtype=np.float64, backend=backend.name)
+    check_layer(layer, rng.standard_normal(shape), rng, backend)
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_conv2d_gradient_is_method_independent(backend, rng, method):
+    # The three convolutions of a step run with the layer's method; each must
+    # give the finite-difference gradient, not only "auto".
+    layer = nn.Conv2D(3, 4, 3, stride=2, padding=1, groups=1, seed=rng, dtype=np.float64,
+                      backend=backend.name, method=method)
+    check_layer(layer, rng.standard_normal((2, 3, 7, 6)), rng, backend)
+
+
+@pytest.mark.parametrize("layer_factory,shape", [
+    (lambda rng: nn.Linear(5, 3, seed=rng), (4, 5)),
+    (lambda rng: nn.Linear(4, 2, bias=False, seed=rng), (2, 3, 4)),
+    (lambda rng: nn.ReLU(), (3, 2, 4, 4)),
+    (lambda rng: nn.Flatten(), (3, 2, 3, 2)),
+    (lambda rng: nn.MaxPool2D(2), (2, 2, 6, 6)),
+    (lambda rng: nn.MaxPool2D(3, stride=2, padding=1), (2, 2, 7, 6)),
+    (lambda rng: nn.MaxPool2D((2, 3), stride=(1, 2)), (1, 2, 5, 7)),
+    (lambda rng: nn.AvgPool2D(2), (2, 2, 6, 6)),
+    (lambda rng: nn.AvgPool2D(3, stride=2, padding=1), (2, 2, 7, 6)),
+    (lambda rng: nn.AvgPool2D((3, 2), stride=(2, 3)), (1, 3, 8, 8)),
+], ids=["linear", "linear_3d_nobias", "relu", "flatten", "maxpool2", "maxpool3_s2_p1",
+        "maxpool_rect_overlap", "avgpool2", "avgpool3_s2_p1", "avgpool_rect"])
+def test_layer_finite_differences(backend, rng, layer_factory, shape):
+    x = rng.standard_normal(shape)
+    # Keep pooling windows free of ties and ReLU inputs away from the kink,
+    # where the function is not differentiable.
+    x += np.sign(x) * 0.05
+    check_layer(layer_factory(rng), x, rng, backend)
+
+
+def test_sequential_finite_differences(backend, rng):
+    net = nn.Sequential(
+        nn.Conv2D(2, 3, 3, padding=1, padding_mode="reflect", seed=rng), nn.ReLU(),
+        nn.MaxPool2D(2), nn.Conv2D(3, 4, 2, stride=2, groups=1, seed=rng), nn.Flatten(),
+        nn.Linear(16, 3, seed=rng))
+    check_layer(net, rng.standard_normal((2, 2, 8, 8)), rng, backend, rtol=1e-5)
+
+
+def test_gradients_accumulate_until_zero_grad(backend, rng):
+    layer = nn.Conv2D(2, 2, 3, seed=rng, dtype=np.float64, backend=backend.name)
+    x = backend.asarray(rng.standard_normal((1, 2, 5, 5)))
+    g = backend.asarray(rng.standard_normal((1, 2, 3, 3)))
+    layer(x)
+    layer.backward(g)
+    once = _to_np(layer.weight.grad).copy()
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_allclose(_to_np(layer.weight.grad), 2 * once, rtol=1e-12)
+    layer.zero_grad()
+    assert not np.any(_to_np(layer.weight.grad))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_loss_finite_differences(rng, reduction):
+    pred, target = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    value, grad = nn.mse_loss(pred, target, reduction=reduction)
+    expected = ((pred - target) ** 2).sum() / (pred.size if reduction == "mean" else 1)
+    assert value == pytest.approx(expected, rel=1e-12)
+    fd = numeric_grad(lambda: nn.mse_loss(pred, target, reduction=reduction).value, pred)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "probabilities"])
+def test_cross_entropy_finite_differences(rng, reduction, soft):
+    logits = 3 * rng.standard_normal((5, 4))
+    if soft:
+        target = rng.random((5, 4))
+        target /= target.sum(axis=1, keepdims=True)
+    else:
+        target = rng.integers(0, 4, size=5)
+    value, grad = nn.cross_entropy(logits, target, reduction=reduction)
+    # Oracle: the textbook formula, fine for these moderate logits.
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    onehot = target if soft else np.eye(4)[target]
+    expected = -(onehot * np.log(p)).sum() / (5 if reduction == "mean" else 1)
+    assert value == pytest.approx(expected, rel=1e-12)
+    fd = numeric_grad(lambda: nn.cross_entropy(logits, target, reduction=reduction).value,
+                      logits)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_cross_entropy_is_stable_for_huge_logits(rng):
+    logits = rng.standard_normal((4, 5))
+    labels = rng.integers(0, 5, size=4)
+    small = nn.cross_entropy(logits, labels)
+    # Shifting a row by a constant changes nothing mathematically; 1e4 would
+    # overflow exp() in the textbook formula.
+    big = nn.cross_entropy(logits + 1e4, labels)
+    assert np.isfinite(big.value)
+    assert big.value == pytest.approx(small.value, rel=1e-9)
+    np.testing.assert_allclose(big.grad, small.grad, atol=1e-12)
+    far = nn.cross_entropy(np.array([[1e4, -1e4]]), np.array([1]))
+    assert far.value == pytest.approx(2e4)
+
+
+def test_conv2d_init_is_pytorch_uniform_and_seeded():
+    a = nn.Conv2D(64, 32, 3, groups=2, seed=7)
+    b = nn.Conv2D(64, 32, 3, groups=2, seed=7)
+    c = nn.Conv2D(64, 32, 3, groups=2, seed=8)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    assert not np.array_equal(a.weight.data, c.weight.data)
+    bound = 1 / np.sqrt(32 * 3 * 3)  # fan_in = in_channels / groups * kh * kw
+    w = a.weight.data
+    assert w.dtype == np.float32 and w.shape == (32, 32, 3, 3)
+    assert np.abs(w).max() <= bound
+    # 9216 uniform draws: the extremes come close to the bound, the mean near 0.
+    assert np.abs(w).max() > 0.99 * bound
+    assert abs(float(w.mean())) < 0.05 * bound
+    assert np.abs(a.bias.data).max() <= bound
+
+
+def test_init_bound_matches_torch():
+    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch init to compare")
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(6, 4, (3, 5), groups=2)
+    ours = nn.Conv2D(6, 4, (3, 5), groups=2, seed=0)
+    for name in ("weight", "bias"):
+        t = getattr(ref, name).detach().numpy()
+        o = getattr(ours, name).data
+        assert t.shape == o.shape
+        # Same support: the largest |value| of each is below the shared bound.
+        bound = 1 / np.sqrt(3 * 3 * 5)
+        assert np.abs(t).max() <= bound and np.abs(o).max() <= bound
+
+
+# -- torch.autograd ---------------------------------------------------------
+
+TORCH_PAD = {"reflect": "reflect", "replicate": "replicate", "circular": "circular",
+             "zeros": "constant"}
+
+
+def _torch_conv_grads(torch, layer, x, g):
+    from gpuconv.conv import _resolve_padding
+
+    w = torch.tensor(_to_np(layer.weight.data), requires_grad=True)
+    b = None if layer.bias is None else torch.tensor(_to_np(layer.bias.data), requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True)
+    batched = xt if xt.ndim == 4 else xt[None]
+    top, bottom, left, right = _resolve_padding(layer.padding, tuple(x.shape[-2:]),
+                                                layer.kernel_size, layer.stride, layer.dilation)
+    padded = torch.nn.functional.pad(batched, (left, right, top, bottom),
+                                     mode=TORCH_PAD[layer.padding_mode])
+    y = torch.nn.functional.conv2d(padded, w, b, stride=layer.stride, dilation=layer.dilation,
+                                   groups=layer.groups)
+    if xt.ndim == 3:
+        y = y[0]
+    (y * torch.tensor(g)).sum().backward()
+    return y.detach().numpy(), xt.grad.numpy(), w.grad.numpy(), \
+        (None if b is None else b.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kwargs,shape", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d_matches_torch_autograd(backend, rng, name, kwargs, shape, dtype):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no autograd to compare")
+    layer = nn.Conv2D(**kwargs, seed=rng, dtype=dtype, backend=backend.name)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = layer(backend.asarray(x))
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    dx = layer.backward(backend.asarray(g))
+    ty, tdx, tdw, tdb = _torch_conv_grads(torch, layer, x, g)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(_to_np(y), ty, **tol)
+    np.testing.assert_allclose(_to_np(dx), tdx, **tol)
+    np.testing.assert_allclose(_to_np(layer.weight.grad), tdw, **tol)
+    if tdb is not None:
+        np.testing.assert_allclose(_to_np(layer.bias.grad), tdb, **tol)
+    assert _to_np(dx).dtype == dtype and _to_np(layer.weight.grad).dtype == dtype
+
+
+def test_lenet_step_matches_torch_autograd(backend, rng):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no autograd to compare")
+    from gpuconv.examples import lenet_digits
+
+    net = lenet_digits(seed=3, dtype=np.float64, backend=backend.name)
+    ref = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(128, 64), torch.nn.ReLU(),
+        torch.nn.Linear(64, 10)).double()
+    ours = net.parameters()
+    theirs = list(ref.parameters())
+    assert [p.shape for p in ours] == [tuple(p.shape) for p in theirs]
+    with torch.no_grad():
+        for p, t in zip(ours, theirs):
+            t.copy_(torch.tensor(_to_np(p.data)))
+    x = rng.random((6, 1, 8, 8))
+    labels = rng.integers(0, 10, size=6)
+    loss, grad = nn.cross_entropy(net(backend.asarray(x)), backend.asarray(labels))
+    net.zero_grad()
+    net.backward(grad)
+    tloss = torch.nn.functional.cross_entropy(ref(torch.tensor(x)), torch.tensor(labels))
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-12)
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(_to_np(p.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-2),
+                                                   (0.0, 0.1)])
+def test_sgd_matches_torch(rng, momentum, weight_decay):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no optimizer to compare")
+    start = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(4)]
+    p = nn.Parameter(start.copy())
+    opt = nn.SGD([p], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    t = torch.tensor(start.copy(), requires_grad=True)
+    topt = torch.optim.SGD([t], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    for g in grads:
+        p.grad = g.copy()
+        opt.step()
+        t.grad = torch.tensor(g)
+        topt.step()
+    np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer,tlayer,shape", [
+    (lambda: nn.MaxPool2D(3, stride=2, padding=1),
+     lambda torch: torch.nn.MaxPool2d(3, stride=2, padding=1), (2, 3, 9, 8)),
+    (lambda: nn.AvgPool2D(3, stride=2, padding=1),
+     lambda torch: torch.nn.AvgPool2d(3, stride=2, padding=1), (2, 3, 9, 8)),
+], ids=["maxpool", "avgpool"])
+def test_pooling_matches_torch(rng, layer, tlayer, shape):
+    torch = pytest.importorskip("torch", reason="torch is not installed: nothing to compare")
+    x = rng.standard_normal(shape)
+    ours = layer()
+    y = ours(x)
+    g = rng.standard_normal(y.shape)
+    dx = ours.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tlayer(torch)(xt)
+    (yt * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
