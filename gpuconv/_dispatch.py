@@ -11,7 +11,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["array_library", "common_array_library"]
+__all__ = ["array_library", "chunk_array_library", "common_array_library", "has_dask"]
 
 # Array libraries gpuconv knows how to recognise, by top-level module name.
 # NumPy is always importable (it is a core dependency); the others are looked
@@ -44,22 +44,42 @@ def array_library(x: Any) -> str | None:
     return _library_of_type(type(x))
 
 
+def chunk_array_library(x: Any) -> str | None:
+    """The library that computes ``x``: for a dask array, that of its chunks.
+
+    A dask array's ``_meta`` is an empty array of its chunks' type (NumPy, or
+    CuPy under dask-cuda), so the chunks decide the backend, as an in-memory
+    array of that library would.
+    """
+    library = array_library(x)
+    if library == "dask":
+        return array_library(x._meta)
+    return library
+
+
+def has_dask(*values: Any) -> bool:
+    """Whether any of ``values`` is a dask array (dask is never imported here)."""
+    return any(array_library(v) == "dask" for v in values)
+
+
 def common_array_library(**arrays: Any) -> str | None:
     """The one library shared by all array inputs; mixing libraries is a TypeError.
 
     Keyword names are the argument names, so the error can say which argument
-    came from which library.
+    came from which library.  A dask array counts as the library of its chunks.
     """
     found: dict[str, str] = {}
     for argname, value in arrays.items():
         if value is None:
             continue
-        lib = array_library(value)
+        lib = chunk_array_library(value)
         if lib is not None:
             found[argname] = lib
     libraries = sorted(set(found.values()))
     if len(libraries) > 1:
-        detail = ", ".join(f"{arg} is a {lib} array" for arg, lib in found.items())
+        detail = ", ".join(
+            f"{arg} is a dask array of {lib} chunks" if array_library(arrays[arg]) == "dask"
+            else f"{arg} is a {lib} array" for arg, lib in found.items())
         raise TypeError(
             f"Multiple array libraries in one call ({detail}); pass arrays of one "
             "library, or choose a backend explicitly with gpuconv.set_backend(...) "

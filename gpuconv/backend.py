@@ -238,6 +238,8 @@ def resolve_backend(**arrays: Any) -> Any:
 
     With ``"auto"`` the inputs decide (mixed libraries raise ``TypeError``);
     otherwise the chosen backend computes and moves foreign inputs itself.
+    A dask array is not a backend: its chunks' library (``_meta``) decides,
+    and each chunk is computed on that backend.
     """
     name = _current.get()
     if name == _AUTO:

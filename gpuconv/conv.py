@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _choose
 from ._config import get_scratch_limit
+from ._dispatch import has_dask
 from ._frontdoor import as_backend_array, to_work
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
 from .backend import resolve_backend
@@ -198,6 +199,11 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     >>> np.allclose(y[:, 0], z)
     True
     """
+    if has_dask(input, weight, bias):
+        from . import _dask
+
+        return _dask.conv2d(input, weight, bias, stride, padding, dilation, groups,
+                            padding_mode=padding_mode, method=method)
     backend = resolve_backend(input=input, weight=weight, bias=bias)
     padding_mode = parse_padding_mode(padding_mode)
     method = parse_method(method)
@@ -293,6 +299,11 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     >>> gpuconv.conv_transpose2d(y, w, stride=2, padding=1, output_padding=1).shape
     (2, 3, 8, 8)
     """
+    if has_dask(input, weight, bias):
+        from . import _dask
+
+        return _dask.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+                                      groups, dilation, method=method)
     backend = resolve_backend(input=input, weight=weight, bias=bias)
     method = parse_method(method)
     groups = _check_int("groups", groups, 1)

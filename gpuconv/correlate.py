@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from . import _choose
 from ._config import get_scratch_limit
+from ._dispatch import has_dask
 from ._frontdoor import as_backend_array, to_work
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
 from .backend import resolve_backend
@@ -193,6 +194,11 @@ def _plane_geometry(mode: str, convolution: bool, in_hw: tuple[int, int],
 
 def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True,
                  names=("in1", "in2")):
+    if has_dask(in1, in2):
+        from . import _dask
+
+        return _dask.correlate2d(in1, in2, mode, boundary, fillvalue, method,
+                                 convolution=convolution, swap=swap, names=names)
     backend = resolve_backend(**{names[0]: in1, names[1]: in2})
     mode = parse_mode(mode)
     boundary = parse_boundary(boundary)
