@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -309,3 +310,29 @@ def test_conv_transpose2d_dtypes_via_adjoint(backend, rng, dtype, method):
         for j in range(size)], axis=1)
     expected = (matrix.T @ y.astype(wide).ravel()).reshape(out_shape)
     assert_close(backend.to_numpy(got), expected, dtype)
+
+
+@pytest.mark.parametrize("limit", [1, 4096, 100_000])
+def test_gemm_chunks_under_a_tiny_scratch_limit(backend, rng, limit):
+    # The scratch bound forces many chunks (down to one column block each);
+    # chunk edges must not change the result.
+    x = rng.standard_normal((3, 4, 11, 9))
+    w = rng.standard_normal((6, 2, 3, 2))
+    y = rng.standard_normal((3, 4, 5, 6))
+    wt = rng.standard_normal((4, 3, 3, 2))
+    planes = rng.standard_normal((3, 13, 11))
+    k = rng.standard_normal((4, 5))
+    with gpuconv.scratch_limit(limit):
+        got = gpuconv.conv2d(x, w, None, (2, 1), (1, 2), (1, 2), 2, method="gemm",
+                             padding_mode="circular")
+        got_t = gpuconv.conv_transpose2d(y, wt, None, 2, 1, 1, 2, 1, method="gemm")
+        got_c = gpuconv.correlate2d(planes, k, "same", "symm", method="gemm")
+    assert_close(backend.to_numpy(got),
+                 reference.conv2d(x, w, None, (2, 1), (1, 1, 2, 2), (1, 2), 2, "circular"),
+                 np.float64)
+    assert_close(backend.to_numpy(got_t),
+                 backend.to_numpy(gpuconv.conv_transpose2d(y, wt, None, 2, 1, 1, 2, 1,
+                                                           method="direct")), np.float64)
+    assert_close(backend.to_numpy(got_c),
+                 np.stack([scipy.signal.correlate2d(p, k, "same", "symm") for p in planes]),
+                 np.float64)
