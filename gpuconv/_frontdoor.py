@@ -12,7 +12,23 @@ __all__ = ["as_backend_array"]
 
 
 def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
-    """``value`` as an array of ``backend``; unsupported element types are a TypeError."""
+    """``value`` as an array of ``backend``; unsupported element types are a TypeError.
+
+    The element type is checked before the value moves to the backend, so an
+    object or string array gets the same message on every backend (CuPy, for
+    one, would refuse it with its own error).
+    """
+    if not hasattr(value, "dtype") or not hasattr(value, "shape"):
+        # Lists and scalars: NumPy decides their element type.
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{argname} must be an array or array_like of numbers; got "
+                f"{reprlib.repr(value)}, which could not be converted: {exc}"
+            ) from None
+    if _is_numpy_dtype(value.dtype):
+        _check_kind(argname, value.dtype)
     try:
         arr = backend.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -20,13 +36,26 @@ def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
             f"{argname} must be an array or array_like of numbers; got {reprlib.repr(value)}, "
             f"which could not be converted: {exc}"
         ) from None
-    dtype = np.dtype(arr.dtype)
+    _check_kind(argname, arr.dtype)
+    return arr
+
+
+def _is_numpy_dtype(dtype: Any) -> bool:
+    # Other libraries' dtypes (torch.float32, ...) are checked after conversion.
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_kind(argname: str, dtype: Any) -> None:
+    dtype = np.dtype(dtype)
     if dtype.kind not in "biufc":
         raise TypeError(
             f"{argname} has dtype {dtype}, which gpuconv cannot convolve; allowed: float16, "
             "float32, float64, complex64, complex128, or integer/bool (promoted to float64)"
         )
-    return arr
 
 
 def to_work(backend: Any, arr: Any, work_dtype: np.dtype) -> Any:

@@ -341,3 +341,38 @@ print(json.dumps(sorted(m for m in {OPTIONAL!r} if m in sys.modules)))
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+class StrictBackend(ArrayBackend):
+    """Like CuPy, refuses to convert non-numeric arrays with its own error."""
+
+    name = "strict"
+    xp = np
+
+    def asarray(self, x):
+        a = np.asarray(x)
+        if a.dtype.kind not in "biufc":
+            raise ValueError("Unsupported dtype object")
+        return a
+
+
+def test_non_numeric_input_gets_gpuconv_message_on_every_backend():
+    # Regression: the dtype was checked only after the backend converted the
+    # input, so a backend that refuses object arrays gave a vaguer message.
+    with registered("strict", StrictBackend), gpuconv.set_backend("strict"):
+        with pytest.raises(TypeError, match=r"in1 has dtype object.*allowed: float16"):
+            gpuconv.correlate2d(np.ones((3, 3), dtype=object), np.ones((2, 2)))
+        with pytest.raises(TypeError, match=r"weight has dtype <U1.*allowed: float16"):
+            gpuconv.conv2d(np.ones((1, 1, 3, 3)), np.full((1, 1, 2, 2), "a"))
+        got = gpuconv.correlate2d([[1, 2], [3, 4]], [[1]])
+        np.testing.assert_array_equal(got, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_arrays_of_other_libraries_convert_through_the_array_protocol(rng):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no foreign tensor "
+                                                "to convert")
+    x = rng.standard_normal((5, 6))
+    k = rng.standard_normal((2, 3))
+    got = gpuconv.correlate2d(torch.from_numpy(x), torch.from_numpy(k), "same")
+    assert type(got) is np.ndarray
+    np.testing.assert_allclose(got, scipy.signal.correlate2d(x, k, "same"), rtol=1e-12)
