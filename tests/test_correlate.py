@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import scipy.signal
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gpuconv
 from conftest import assert_close, random_array
@@ -242,3 +244,29 @@ def test_corr2d_detects_the_chapter_edges(backend):
 def test_corr2d_does_not_swap(backend, rng):
     with pytest.raises(ValueError, match="K"):
         gpuconv.corr2d(rng.standard_normal((3, 3)), rng.standard_normal((4, 4)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(H=st.integers(1, 9), W=st.integers(1, 9), kh=st.integers(1, 9), kw=st.integers(1, 9),
+       batch=st.sampled_from([(), (2,), (1, 2)]), mode=st.sampled_from(MODES),
+       boundary=st.sampled_from(BOUNDARIES), convolution=st.booleans(),
+       complex_=st.booleans())
+def test_any_shapes_match_scipy(backend, rng, method, H, W, kh, kw, batch, mode, boundary,
+                                convolution, complex_):
+    ours, theirs = _pair(convolution)
+    dtype = np.complex128 if complex_ else np.float64
+    x = random_array(rng, batch + (H, W), dtype)
+    k = random_array(rng, (kh, kw), dtype)
+    fill = (0.5 - 2j) if complex_ else -1.25
+    planes = x.reshape(-1, H, W)
+    try:
+        expected = np.stack([theirs(p, k, mode, boundary, fillvalue=fill) for p in planes])
+    except ValueError:
+        with pytest.raises(ValueError, match="mode='valid'"):
+            ours(x, k, mode, boundary, fill, method=method)
+        return
+    got = ours(backend.xp.asarray(x), backend.xp.asarray(k), mode, boundary, fill,
+               method=method)
+    assert_close(backend.to_numpy(got), expected.reshape(batch + expected.shape[1:]), dtype)
