@@ -1,0 +1,121 @@
+"""The GPU benchmark's plain-Python parts (cases, rates, targets, reports, the
+check summary) and the check script's syntax, without a GPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+gb = _load("gpu_bench")
+
+
+def test_cases_cover_the_issue_grids():
+    cases = gb.cases(quick=False)
+    ids = {(c.grid, c.id) for c in cases}
+    assert len([c for c in cases if c.grid == "planes"]) == 12
+    assert ("bandwidth", "8192x8192 k3 same") in ids and ("bandwidth", "4096x4096 k3 same") in ids
+    assert ("batched", "64x512x512 k5 same") in ids
+    assert len([c for c in cases if c.grid == "conv2d"]) == 4
+    assert 0 < len(gb.cases(quick=True)) < len(cases)
+
+
+def test_bytes_and_flops():
+    c = gb.plane_case(1024, 7)
+    out = 1018 * 1018
+    assert c.bytes == 4 * (1024 * 1024 + out + 49) and c.flops == 2 * 49 * out
+    c = gb.conv_case(8, 256, 14, 14, 256, 3)
+    assert c.flops == 2 * 8 * 256 * 12 * 12 * 256 * 9
+    assert c.bytes == 4 * (8 * 256 * 196 + 256 * 256 * 9 + 8 * 256 * 144)
+    gbps, gflops = gb.rates(c, 2.0)
+    assert math.isclose(gbps, c.bytes / 2e-3 / 1e9) and math.isclose(gflops, c.flops / 2e-3 / 1e9)
+
+
+def test_relative_error(rng):
+    ref = rng.standard_normal((5, 6))
+    assert gb.relative_error(ref, ref) == 0
+    noisy = ref * (1 + 1e-6)
+    assert math.isclose(gb.relative_error(noisy, ref), 1e-6, rel_tol=1e-6)
+    bad = ref.copy()
+    bad[2, 3] = np.nan
+    assert gb.relative_error(bad, ref) == math.inf
+    assert gb.relative_error(ref[:4], ref) == math.inf
+
+
+def synthetic_report():
+    r = gb.Report(device={"card": "test"}, ceilings={"copy_gbps": 1000.0})
+    bw = gb.bandwidth_case(4096)
+    fast = bw.bytes / (800e9) * 1e3  # 800 GB/s: 80% of copy
+    r.cells.append(gb.Cell("bandwidth", bw.id, "gpuconv.direct", fast, gbps=800.0))
+    r.cells += [gb.Cell("planes", "p", "gpuconv.direct", 1.0),
+                gb.Cell("planes", "p", "gpuconv.auto", 1.2),
+                gb.Cell("planes", "p", "cupyx.signal.correlate2d", 3.0),
+                gb.Cell("conv2d", "c", "gpuconv.auto", 1.2),
+                gb.Cell("conv2d", "c", "gpuconv.gemm", 1.2),
+                gb.Cell("conv2d", "c", "torch.cudnn", 1.0),
+                gb.Cell("batched", "b", "gpuconv.direct", 1.0),
+                gb.Cell("batched", "b", "loop of cupyx.signal.correlate2d", 9.0),
+                gb.Cell("planes", "q", "gpuconv.auto", None, note="RuntimeError: boom")]
+    return r
+
+
+def test_targets_are_judged_from_the_cells():
+    targets = {(t["target"].split()[0], t["case"]): t
+               for t in gb.evaluate_targets(synthetic_report())}
+    assert targets[("3x3", "4096x4096 k3 same")]["met"]          # 80% >= 75%
+    assert targets[(">=", "p")]["value"] == 2.5 and not targets[(">=", "p")]["met"]  # 3.0/1.2
+    assert targets[("within", "c")]["met"]                       # 1.2 <= 1.25
+    assert not targets[(">=", "b")]["met"]                       # 9x < 10x
+    auto = [t for t in targets.values() if t["target"].startswith("auto")]
+    assert {t["case"]: t["met"] for t in auto} == {"planes p": False, "conv2d c": True}
+
+
+def test_reports_and_check_summary(tmp_path):
+    report = synthetic_report()
+    gb.write(report, tmp_path)
+    data = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert data["device"]["card"] == "test" and len(data["cells"]) == len(report.cells)
+    md = (tmp_path / "gpu_bench.md").read_text()
+    assert "RuntimeError: boom" in md and "| target |" in md
+    compile_part = "device 0: X\ncompiled a.cu: 5 kernels in 900 ms\nTraceback\nKeyError: b\n"
+    tests_part = "....F\nFAILED x\n1 failed, 40 passed, 3 skipped in 9.1s\n"
+    (tmp_path / "pytest.log").write_text(compile_part + tests_part)
+    (tmp_path / "memcheck.log").write_text("ok\n========= ERROR SUMMARY: 0 errors\n")
+    n = len(compile_part)
+    summary = gb.summarize(tmp_path, [f"compile:1:2:pytest.log:0:{n}",
+                                      f"tests:1:30:pytest.log:{n}:{n + len(tests_part)}",
+                                      "memcheck:0:20:memcheck.log"])
+    assert not summary["passed"]
+    assert [r["result"] for r in summary["steps"]] == [
+        "compiled a.cu: 5 kernels in 900 ms", "1 failed, 40 passed, 3 skipped in 9.1s",
+        "ERROR SUMMARY: 0 errors"]
+    assert "| tests | 1 | 30 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_scripts_import_without_cupy_and_check_script_parses():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench, gpu_kernel_run; "
+            "print(any(m.startswith('cupy') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
