@@ -169,7 +169,7 @@ def anchor_chunks(chunks: tuple[int, ...], extent: int, stride: int,
     --------
     >>> from gpuconv._dask import anchor_chunks
     >>> anchor_chunks((1, 4, 4, 3, 1), extent=3, stride=1)   # 'same' padding of 1
-    ((5, 4, 4), (5, 4, 3), 2)
+    ((5, 4, 4), (5, 4, 2), 2)
     >>> anchor_chunks((5, 5, 5), extent=3, stride=2)
     ((4, 6, 5), (2, 3, 2), 1)
     """

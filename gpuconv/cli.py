@@ -21,6 +21,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "dask", False):
+        from ._bench_dask import run_from_cli as run_dask
+
+        return run_dask(args)
     from .bench import run_from_cli
 
     return run_from_cli(args)
@@ -44,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a small grid, for a smoke test")
     bench.add_argument("--out", metavar="DIR", default="benchmarks/results",
                        help="where the JSON and markdown results go")
+    bench.add_argument("--dask", action="store_true",
+                       help="instead, the out-of-core benchmark: a 16384² image on a dask "
+                            "LocalCluster (needs the 'dask' extra; heavy, minutes)")
     bench.set_defaults(func=_cmd_bench)
     return parser
 

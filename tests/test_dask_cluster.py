@@ -97,3 +97,24 @@ def test_killed_worker_is_retried_elsewhere(client, rng, tmp_path):
     while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_store_chunk_by_chunk_into_a_raw_file(client, rng, tmp_path):
+    """The benchmark's target: only a path travels; each task writes its own region."""
+    from gpuconv._bench_dask import RawFileTarget
+
+    x = rng.standard_normal((70, 50)).astype(np.float32)
+    k = rng.standard_normal((5, 4)).astype(np.float32)
+    lazy = gpuconv.correlate2d(da.from_array(x, chunks=(20, 16)), k, "same", method="direct")
+    target = RawFileTarget(tmp_path / "out.f32", lazy.shape, lazy.dtype).create()
+    distributed.wait(da.store(lazy, target, lock=False, compute=False).persist())
+    np.testing.assert_array_equal(np.asarray(target.open()),
+                                  gpuconv.correlate2d(x, k, "same", method="direct"))
+
+
+def test_cli_routes_bench_dask():
+    from gpuconv.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--dask", "--quick"])
+    assert args.dask and args.quick
+    assert not build_parser().parse_args(["bench"]).dask

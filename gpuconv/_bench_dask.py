@@ -1,0 +1,317 @@
+"""Out-of-core benchmark: a 16384² float32 image (1 GiB) correlated on a dask cluster.
+
+The image is generated chunk by chunk on the workers (seeded), correlated with a
+15x15 kernel through :func:`gpuconv.correlate2d` on its dask array, and stored
+chunk by chunk into a raw file on disk, on a ``LocalCluster`` of 2 worker
+processes each limited to 1.5 GiB.  Recorded: wall time, peak resident memory
+of each worker (sampled), whether anything spilled to disk, a spot check of the
+stored result against the in-memory call, and throughput per pixel next to the
+in-memory call on an image that fits (4096²).
+
+Run it with ``gpuconv bench --dask`` or ``python benchmarks/dask_outofcore.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["RawFileTarget", "run", "run_from_cli", "to_markdown", "build_parser", "main"]
+
+
+class RawFileTarget:
+    """A ``dask.array.store`` target writing into a raw C-order file, region by region.
+
+    Only the path travels to the workers (a ``numpy.memmap`` would be pickled
+    as a full in-memory copy); each write maps the file, writes its region and
+    unmaps it.  Regions of different tasks do not overlap, so no lock is needed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any):
+        self.path = str(path)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+
+    def create(self) -> RawFileTarget:
+        with open(self.path, "wb") as f:
+            f.truncate(int(np.prod(self.shape)) * self.dtype.itemsize)
+        return self
+
+    def open(self, mode: str = "r") -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode=mode, shape=self.shape)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        mm = self.open("r+")
+        mm[key] = value
+        mm.flush()
+        del mm
+
+
+class _MemorySampler:
+    """Peak resident memory of a set of processes, sampled on a background thread."""
+
+    def __init__(self, pids: list[int], interval: float = 0.05):
+        import psutil
+
+        self._procs = [psutil.Process(pid) for pid in pids]
+        self.peak = {pid: 0 for pid in pids}
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for proc in self._procs:
+                try:
+                    rss = proc.memory_info().rss
+                except Exception:  # a restarted or finished worker: nothing to sample
+                    continue
+                self.peak[proc.pid] = max(self.peak[proc.pid], rss)
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _worker_state(dask_worker: Any) -> dict[str, Any]:
+    """What a worker knows about its memory: run on each worker with ``client.run``."""
+    import psutil
+
+    data = dask_worker.data
+    spilled = getattr(data, "spilled_total", None)
+    digests = {str(k): v for k, v in getattr(dask_worker, "digests_total", {}).items()
+               if "disk" in str(k) or "spill" in str(k)}
+    return {
+        "pid": os.getpid(),
+        "rss": psutil.Process().memory_info().rss,
+        "memory_limit": dask_worker.memory_manager.memory_limit,
+        "spilled_now_bytes": getattr(spilled, "disk", 0) if spilled is not None else 0,
+        "keys_on_disk": len(getattr(data, "slow", {}) or {}),
+        "spill_digests": digests,
+    }
+
+
+def _in_memory_rate(size: int, ksize: int, method: str, repeat: int, seed: int) -> dict[str, Any]:
+    import gpuconv
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((size, size), dtype=np.float32)
+    k = rng.standard_normal((ksize, ksize), dtype=np.float32)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        gpuconv.correlate2d(x, k, "same", method=method)
+        times.append(time.perf_counter() - start)
+    best = min(times)
+    return {"size": size, "seconds": times, "best_seconds": best,
+            "ns_per_pixel": best / size**2 * 1e9}
+
+
+def _spot_check(lazy_input: Any, target: RawFileTarget, kernel: np.ndarray, chunk: int,
+                method: str) -> dict[str, Any]:
+    """Recompute three tiles in memory from the same seeded input; compare bitwise."""
+    import gpuconv
+
+    n = target.shape[0]
+    half = kernel.shape[0] // 2
+    stored = target.open("r")
+    worst = 0.0
+    tiles = [(0, 0), (chunk - 40, chunk - 40), (n - 120, n - 120)]  # corner, chunk seam, corner
+    for r, c in tiles:
+        r0, c0 = max(r - half, 0), max(c - half, 0)
+        r1, c1 = min(r + 120 + half, n), min(c + 120 + half, n)
+        region = np.asarray(lazy_input[r0:r1, c0:c1].compute())
+        # 'same' on the region is exact wherever the window stays inside the
+        # region or crosses the image's own border.
+        ref = gpuconv.correlate2d(region, kernel, "same", method=method)
+        got = np.asarray(stored[r:r + 120, c:c + 120])
+        want = ref[r - r0:r - r0 + 120, c - c0:c - c0 + 120]
+        worst = max(worst, float(np.max(np.abs(got - want))))
+    del stored
+    return {"tiles": tiles, "tile_size": 120, "max_abs_difference": worst}
+
+
+def run(*, size: int = 16384, chunk: int = 2048, ksize: int = 15, n_workers: int = 2,
+        memory_limit: str = "1.5GiB", compare_size: int = 4096, method: str = "auto",
+        repeat: int = 2, seed: int = 0, workdir: str | None = None, out: str | None = None,
+        notes: tuple[str, ...] = (), progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the out-of-core benchmark and return (and optionally write) its record."""
+    import dask
+    import dask.array as da
+    import distributed
+
+    import gpuconv
+
+    progress(f"in-memory baseline: {compare_size}² float32, {ksize}x{ksize} kernel, "
+             f"method={method!r}")
+    baseline = _in_memory_rate(compare_size, ksize, method, repeat, seed)
+    progress(f"  best {baseline['best_seconds']:.2f} s, {baseline['ns_per_pixel']:.2f} ns/pixel")
+
+    kernel = np.random.default_rng(seed + 1).standard_normal((ksize, ksize), dtype=np.float32)
+    tmp = Path(tempfile.mkdtemp(prefix="gpuconv-dask-", dir=workdir))
+    record: dict[str, Any] = {}
+    try:
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True,
+            memory_limit=memory_limit, dashboard_address=None, silence_logs=40,
+            local_directory=str(tmp / "workers"))
+        client = distributed.Client(cluster)
+        try:
+            client.wait_for_workers(n_workers, timeout=120)
+            pids = list(client.run(os.getpid).values())
+            image = da.random.default_rng(seed).standard_normal(
+                (size, size), dtype=np.float32, chunks=chunk)
+            lazy = gpuconv.correlate2d(image, kernel, "same", method=method)
+            target = RawFileTarget(tmp / "result.f32", (size, size), np.float32).create()
+            progress(f"dask: {size}² float32 ({image.nbytes / 2**30:.2f} GiB) in "
+                     f"{len(image.chunks[0])}x{len(image.chunks[1])} chunks of {chunk}², "
+                     f"{n_workers} workers x {memory_limit}, {len(lazy.__dask_graph__())} tasks "
+                     "before store")
+            with _MemorySampler(pids) as sampler:
+                start = time.perf_counter()
+                da.store(lazy, target, lock=False)
+                wall = time.perf_counter() - start
+            states = client.run(_worker_state)
+            progress(f"  stored in {wall:.1f} s; checking three tiles")
+            check = _spot_check(image, target, kernel, chunk, method)
+        finally:
+            client.close()
+            cluster.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    limit = max(s["memory_limit"] for s in states.values())
+    peaks = sorted(sampler.peak.values())
+    spilled = any(s["spilled_now_bytes"] or s["keys_on_disk"] or
+                  any(v for v in s["spill_digests"].values()) for s in states.values())
+    ns_per_pixel = wall / size**2 * 1e9
+    record = {
+        "benchmark": "dask-outofcore",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_end": list(os.getloadavg())},
+        "versions": {"gpuconv": gpuconv.__version__, "numpy": np.__version__,
+                     "dask": dask.__version__, "distributed": distributed.__version__},
+        "params": {"size": size, "chunk": chunk, "ksize": ksize, "mode": "same",
+                   "boundary": "fill", "dtype": "float32", "method": method,
+                   "n_workers": n_workers, "threads_per_worker": 1,
+                   "memory_limit": memory_limit, "seed": seed},
+        "dask": {"wall_seconds": wall, "ns_per_pixel": ns_per_pixel,
+                 "peak_worker_rss_bytes": peaks, "worker_memory_limit_bytes": limit,
+                 "peak_below_limit": max(peaks) < limit, "spilled": spilled,
+                 "worker_states": list(states.values()), "spot_check": check,
+                 "includes": "generating the image on the workers, correlating, writing "
+                             "the result to disk"},
+        "in_memory": baseline,
+        "throughput_ratio": baseline["ns_per_pixel"] / ns_per_pixel,
+        "target_ratio": 0.75,
+        "notes": list(notes),
+    }
+    if out:
+        record["files"] = _write(record, Path(out))
+    return record
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    p, d, m = record["params"], record["dask"], record["in_memory"]
+    gib = 2**30
+    lines = [
+        f"# Out-of-core correlation on dask ({record['date']})",
+        "",
+        f"- Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPUs, "
+        f"Python {record['machine']['python']}; load average at the end "
+        f"{', '.join(f'{v:.1f}' for v in record['machine']['load_average_at_end'])}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()),
+        f"- Image {p['size']}² {p['dtype']} ({p['size'] ** 2 * 4 / gib:.2f} GiB) generated on the "
+        f"workers in chunks of {p['chunk']}², kernel {p['ksize']}x{p['ksize']}, mode "
+        f"'{p['mode']}', method '{p['method']}'; {p['n_workers']} worker processes x 1 thread, "
+        f"{p['memory_limit']} each; result stored chunk by chunk to a raw file",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| wall time (generate + correlate + store) | {d['wall_seconds']:.1f} s |",
+        f"| dask throughput | {d['ns_per_pixel']:.2f} ns/pixel |",
+        f"| in-memory {m['size']}² (best of {len(m['seconds'])}) | {m['best_seconds']:.2f} s, "
+        f"{m['ns_per_pixel']:.2f} ns/pixel |",
+        f"| throughput ratio dask / in-memory (target >= {record['target_ratio']}) | "
+        f"{record['throughput_ratio']:.2f} |",
+        "| peak worker RSS | " + ", ".join(f"{v / gib:.2f} GiB" for v in d["peak_worker_rss_bytes"])
+        + f" (limit {d['worker_memory_limit_bytes'] / gib:.2f} GiB each) |",
+        f"| spilled to disk | {'yes' if d['spilled'] else 'no'} |",
+        f"| spot check vs in-memory (3 tiles of {d['spot_check']['tile_size']}²) | max |diff| = "
+        f"{d['spot_check']['max_abs_difference']:.3g} |",
+    ]
+    if record["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in record["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write(record: dict[str, Any], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / "dask_outofcore"
+    files = [str(stem.with_suffix(".json")), str(stem.with_suffix(".md"))]
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(to_markdown(record))
+    return files
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="dask_outofcore", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=16384, help="image side (default 16384)")
+    parser.add_argument("--chunk", type=int, default=2048, help="chunk side (default 2048)")
+    parser.add_argument("--ksize", type=int, default=15, help="kernel side (default 15)")
+    parser.add_argument("--compare-size", type=int, default=4096,
+                        help="side of the in-memory comparison (default 4096)")
+    parser.add_argument("--memory-limit", default="1.5GiB", help="per worker (default 1.5GiB)")
+    parser.add_argument("--method", default="auto", help="gpuconv method (default auto)")
+    parser.add_argument("--workdir", help="where the result file goes (default: a temp dir)")
+    parser.add_argument("--out", default="benchmarks/results",
+                        help="where the JSON and markdown results go")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a note to record with the result (repeatable)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a 2048² smoke test (printed, never written)")
+    return parser
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    quick = get("quick", False)
+    kwargs: dict[str, Any] = dict(
+        size=get("size") or (2048 if quick else 16384),
+        chunk=get("chunk") or (512 if quick else 2048),
+        ksize=get("ksize") or 15,
+        compare_size=get("compare_size") or (1024 if quick else 4096),
+        memory_limit=get("memory_limit") or "1.5GiB",
+        method=get("method") or "auto",
+        # A smoke test never overwrites the recorded result.
+        workdir=get("workdir"), out=None if quick else get("out"),
+        notes=tuple(get("note") or ()),
+        progress=lambda line: print(line, flush=True))
+    record = run(**kwargs)
+    print(to_markdown(record))
+    for path in record.get("files", []):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_from_cli(build_parser().parse_args(argv))
