@@ -63,6 +63,9 @@ def random_array(rng, shape, dtype):
 
 def assert_close(actual, expected, dtype, scale=1.0):
     """Compare with a per-dtype relative tolerance, relative to the expected magnitude."""
+    # CuPy arrays refuse implicit conversion; .get() is the explicit copy.
+    actual, expected = (a.get() if type(a).__module__.startswith("cupy") else a
+                        for a in (actual, expected))
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)

@@ -18,6 +18,9 @@ import pytest
 from gpuconv import kernels as K
 
 ARCHS = ["sm_80", "sm_90"]
+# What cupy.RawModule adds to our options before calling NVRTC (CuPy 14's
+# cupy/cuda/compiler.py), so the test compiles what a device would.
+CUPY_ADDED_OPTIONS = ["-ftz=true", "--device-as-default-execution-space"]
 FILES = sorted(K.KERNELS)
 
 
@@ -42,7 +45,8 @@ def nvrtc_compile(source: str, name: str, arch: str, expressions: list[str]):
         for expr in expressions:
             nvrtc.addNameExpression(prog, expr)
         try:
-            nvrtc.compileProgram(prog, [*K.COMPILE_OPTIONS, f"--gpu-architecture={arch}"])
+            nvrtc.compileProgram(prog, [*K.COMPILE_OPTIONS, *CUPY_ADDED_OPTIONS,
+                                        f"--gpu-architecture={arch}"])
         except nvrtc.NVRTCError:
             pytest.fail(f"NVRTC failed to compile {name} for {arch}:\n"
                         f"{nvrtc.getProgramLog(prog)}")
@@ -82,7 +86,8 @@ def test_ptxas_no_spills_no_stack(filename, tmp_path):
     src = tmp_path / filename
     src.write_text(K.source(filename) + f"\nvoid* gc_instantiate[] = {{{addresses}}};\n")
     proc = subprocess.run(
-        ["nvcc", "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", str(src),
+        ["nvcc", "-cubin", "-arch=sm_90", *K.COMPILE_OPTIONS, "-ftz=true", "-Xptxas", "-v",
+         str(src),
          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = proc.stderr

@@ -133,7 +133,9 @@ conv_transpose2d_nchw(const T* __restrict__ x, const T* __restrict__ w, T* __res
                                            + u * kw + v);
 #pragma unroll
                         for (int k = 0; k < GC_COB; ++k) {
-                            if (k < nco) acc[k] = tr::mac(acc[k], xv, tr::load(wc[(size_t)k * taps]));
+                            if (k < nco) {
+                                acc[k] = tr::mac(acc[k], xv, tr::load(wc[(size_t)k * taps]));
+                            }
                         }
                     }
                 }
