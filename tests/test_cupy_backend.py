@@ -69,7 +69,8 @@ def test_importing_the_backend_module_imports_no_cupy():
 @pytest.fixture(scope="module")
 def emulated_backend():
     if kernel_emulator.compiler() is None:
-        pytest.skip("no host C++ compiler (g++ or $CXX) to build the kernel emulator")
+        kernel_emulator.skip_or_fail("no host C++ compiler (g++ or $CXX) to build the "
+                                     "kernel emulator")
     return kernel_emulator.emulated_cupy_backend()
 
 

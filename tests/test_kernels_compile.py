@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from gpuconv import kernels as K
+from kernel_emulator import skip_or_fail
 
 ARCHS = ["sm_80", "sm_90"]
 # What cupy.RawModule adds to our options before calling NVRTC (CuPy 14's
@@ -28,12 +29,12 @@ def _nvrtc():
     try:
         from cupy_backends.cuda.libs import nvrtc
     except ImportError as exc:
-        pytest.skip(f"CuPy's NVRTC binding is not importable ({exc}); install cupy-cuda12x "
-                    "and nvidia-cuda-nvrtc-cu12 (the test extra does on Linux x86_64)")
+        skip_or_fail(f"CuPy's NVRTC binding is not importable ({exc}); install cupy-cuda12x "
+                     "and nvidia-cuda-nvrtc-cu12 (the test extra does on Linux x86_64)")
     try:
         nvrtc.getVersion()
     except Exception as exc:  # the shared library itself is missing
-        pytest.skip(f"libnvrtc could not be loaded ({exc}); install nvidia-cuda-nvrtc-cu12")
+        skip_or_fail(f"libnvrtc could not be loaded ({exc}); install nvidia-cuda-nvrtc-cu12")
     return nvrtc
 
 

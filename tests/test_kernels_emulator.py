@@ -19,8 +19,7 @@ from gpuconv.correlate import _plane_geometry
 
 kernel_emulator = pytest.importorskip("kernel_emulator")
 if kernel_emulator.compiler() is None:
-    pytest.skip("no host C++ compiler (g++ or $CXX) to build the kernel emulator",
-                allow_module_level=True)
+    kernel_emulator.skip_or_fail("no host C++ compiler (g++ or $CXX) to build the kernel emulator")
 
 Emulator = kernel_emulator.Emulator
 NP = NumpyBackend()
