@@ -5,6 +5,7 @@ PyTorch's ``conv2d`` semantics, a backend chosen per context with
 :func:`set_backend`, and the ideas of a CNN chapter made executable.
 """
 
+from ._choose import MethodChoice, choose_method
 from ._config import get_scratch_limit, scratch_limit
 from .backend import (
     BackendStatus,
@@ -40,7 +41,9 @@ __all__ = [
     "__version__",
     "BackendStatus",
     "BackendUnavailableError",
+    "MethodChoice",
     "available_backends",
+    "choose_method",
     "conv2d",
     "conv_transpose2d",
     "convolve2d",

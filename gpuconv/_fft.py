@@ -203,9 +203,12 @@ def _contract(xp: Any, X: Any, Wf: Any) -> Any:
         # Nothing to sum: a broadcast product (N, G, 1, F) * (G, Co, F).
         return X * Wf[:, :, 0]
     F = int(np.prod(fshape))
-    Xm = xp.transpose(X.reshape(N, G, Ci, F), (3, 1, 2, 0))     # (F, G, Ci, N)
-    Wm = xp.transpose(Wf.reshape(G, Co, Ci, F), (3, 0, 1, 2))   # (F, G, Co, Ci)
-    Y = xp.transpose(xp.matmul(Wm, Xm), (3, 1, 2, 0))           # (N, G, Co, F)
+    # Frequency-major copies make every per-frequency matrix contiguous for the
+    # batched product, and the result is copied back so the inverse transform
+    # reads contiguous planes.
+    Xm = xp.ascontiguousarray(xp.transpose(X.reshape(N, G, Ci, F), (3, 1, 2, 0)))  # (F, G, Ci, N)
+    Wm = xp.ascontiguousarray(xp.transpose(Wf.reshape(G, Co, Ci, F), (3, 0, 1, 2)))  # (F, G, Co, Ci)
+    Y = xp.ascontiguousarray(xp.transpose(xp.matmul(Wm, Xm), (3, 1, 2, 0)))  # (N, G, Co, F)
     return Y.reshape((N, G, Co) + tuple(fshape))
 
 

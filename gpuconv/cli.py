@@ -30,6 +30,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_from_cli(args)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .theory import check
+
+    results = check(args.backend)
+    width = max(len(r.claim) for r in results)
+    print(f"{'claim':<{width}}  {'max error':>10}  {'tolerance':>10}  result")
+    for r in results:
+        print(f"{r.claim:<{width}}  {r.max_error:>10.3g}  {r.tolerance:>10.3g}  "
+              f"{'pass' if r.passed else 'FAIL'}")
+    failed = [r for r in results if not r.passed]
+    print(f"{len(results) - len(failed)}/{len(results)} claims hold on backend {args.backend!r}")
+    for r in failed:
+        print(f"FAILED: {r.claim}: {r.detail}")
+    return 1 if failed else 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ._costmodel import calibrate
+
+    report = calibrate(args.backend, quick=args.quick,
+                       progress=lambda line: print(f"timed {line}", flush=True))
+    print(f"constants for {report['device_key']} written to {report['path']}")
+    for family, errs in report["fit_error"].items():
+        cells = ", ".join(f"{m} {e:.0%}" for m, e in errs.items())
+        print(f"median relative fit error, {family}: {cells}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuconv",
@@ -51,7 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dask", action="store_true",
                        help="instead, the out-of-core benchmark: a 16384² image on a dask "
                             "LocalCluster (needs the 'dask' extra; heavy, minutes)")
+    bench.add_argument("--plot", metavar="PATH",
+                       help="also write the direct-vs-FFT crossover plot (PNG; needs matplotlib)")
     bench.set_defaults(func=_cmd_bench)
+
+    check = sub.add_parser("check", help="check the chapter's claims (commutativity, the "
+                                         "convolution theorem, ...) and print a table")
+    _add_backend_option(check)
+    check.set_defaults(func=_cmd_check)
+
+    calibrate = sub.add_parser("calibrate", help="time small cases of every method, fit the "
+                                                 "cost model of method='auto' and store it")
+    _add_backend_option(calibrate)
+    calibrate.add_argument("--quick", action="store_true", help="fewer, smaller cases")
+    calibrate.set_defaults(func=_cmd_calibrate)
     return parser
 
 

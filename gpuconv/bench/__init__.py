@@ -168,6 +168,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         parser.add_argument("--cap", type=float, metavar="SECONDS",
                             help="longest single call before a column is timed once or "
                                  "extrapolated")
+    if "plot" not in opts:
+        parser.add_argument("--plot", metavar="PATH",
+                            help="also write the direct-vs-FFT crossover plot of the planes grid "
+                                 "as PNG (needs matplotlib)")
     if "note" not in opts:
         parser.add_argument("--note", action="append", default=[],
                             help="a line of context to record with the results (repeatable)")
@@ -194,6 +198,10 @@ def run_from_cli(args: argparse.Namespace) -> int:
     print(to_markdown(report))
     for path in report.get("files", []):
         print(f"wrote {path}")
+    if get("plot"):
+        from ._fftcols import crossover_plot
+
+        print(f"wrote {crossover_plot(report, get('plot'))}")
     return 0
 
 

@@ -175,3 +175,8 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+
+# The FFT methods' columns live with their regret and plot helpers.
+from . import _fftcols  # noqa: E402
+
+_fftcols.register()
