@@ -200,15 +200,16 @@ def emulated_cupy_backend():
     kernels run in the emulator: the backend's own code, on the CPU."""
     from gpuconv.backends.cupy import CupyBackend
 
-    emulators: dict[str, Emulator] = {}
+    emulators: dict[tuple, Emulator] = {}
     kernels: dict[tuple, _EmulatedKernel] = {}
 
-    def get_function(filename, kernel, dtype):
-        if filename not in emulators:
-            emulators[filename] = Emulator(filename)
-        key = (filename, kernel, np.dtype(dtype))
+    def get_function(filename, kernel, dtype, defines=()):
+        build = (filename, tuple(sorted(defines)))
+        if build not in emulators:
+            emulators[build] = Emulator(filename, defines=build[1])
+        key = (build, kernel, np.dtype(dtype))
         if key not in kernels:
-            kernels[key] = _EmulatedKernel(emulators[filename], kernel, dtype)
+            kernels[key] = _EmulatedKernel(emulators[build], kernel, dtype)
         return kernels[key]
 
     backend = CupyBackend(_NumpyAsCupy(), get_function)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import gpuconv
+import gpuconv.kernels
 from conftest import assert_close, backend_skip_reason, random_array
 from gpuconv import backend as registry
 
@@ -112,6 +113,21 @@ def test_planes_through_the_backend(emulated, rng, dtype, boundary, op):
             assert launches(emulated) == before + 1, "the native kernel did not run"
             assert got.dtype == want.dtype and got.shape == want.shape
             assert_close(got, want, tolerance_dtype(dtype))
+
+
+@pytest.mark.parametrize("variant", gpuconv.kernels.VARIANTS["correlate_planes.cu"])
+def test_kernel_variants_through_the_backend(emulated, rng, variant):
+    x = random_array(rng, (3, 40, 35), np.float32)
+    k = random_array(rng, (5, 4), np.float32)
+    emulated.kernel_variants = {"correlate_planes.cu": (variant,)}
+    try:
+        got = gpuconv.correlate2d(x, k, mode="same", boundary="symm", method="direct")
+    finally:
+        emulated.kernel_variants = {}
+    assert any(variant in key[0][1] and kern.launches for key, kern in
+               emulated.emulated_kernels.items()), "the variant's build did not run"
+    want = on_numpy(gpuconv.correlate2d, x, k, mode="same", boundary="symm", method="direct")
+    assert_close(got, want, np.float32)
 
 
 def test_valid_mode_swapped_and_auto_method(emulated, rng):

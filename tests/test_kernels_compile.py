@@ -19,10 +19,13 @@ from gpuconv import kernels as K
 from kernel_emulator import skip_or_fail
 
 ARCHS = ["sm_80", "sm_90"]
+# Every file as shipped, and with each of its compile-time variants.
+BUILDS = [(f, ()) for f in sorted(K.KERNELS)] + [
+    (f, (v,)) for f in sorted(K.KERNELS) for v in K.VARIANTS[f]]
+BUILD_IDS = [f + "".join(f"+{d}" for d in defines) for f, defines in BUILDS]
 # What cupy.RawModule adds to our options before calling NVRTC (CuPy 14's
 # cupy/cuda/compiler.py), so the test compiles what a device would.
 CUPY_ADDED_OPTIONS = ["-ftz=true", "--device-as-default-execution-space"]
-FILES = sorted(K.KERNELS)
 
 
 def _nvrtc():
@@ -38,7 +41,8 @@ def _nvrtc():
     return nvrtc
 
 
-def nvrtc_compile(source: str, name: str, arch: str, expressions: list[str]):
+def nvrtc_compile(source: str, name: str, arch: str, expressions: list[str],
+                  extra: list[str] = ()):
     """(lowered names, cubin bytes, log); a compile error fails with NVRTC's log."""
     nvrtc = _nvrtc()
     prog = nvrtc.createProgram(source, name, [], [])
@@ -46,7 +50,7 @@ def nvrtc_compile(source: str, name: str, arch: str, expressions: list[str]):
         for expr in expressions:
             nvrtc.addNameExpression(prog, expr)
         try:
-            nvrtc.compileProgram(prog, [*K.COMPILE_OPTIONS, *CUPY_ADDED_OPTIONS,
+            nvrtc.compileProgram(prog, [*K.COMPILE_OPTIONS, *CUPY_ADDED_OPTIONS, *extra,
                                         f"--gpu-architecture={arch}"])
         except nvrtc.NVRTCError:
             pytest.fail(f"NVRTC failed to compile {name} for {arch}:\n"
@@ -58,11 +62,12 @@ def nvrtc_compile(source: str, name: str, arch: str, expressions: list[str]):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("filename", FILES)
-def test_nvrtc_compiles_every_instantiation(filename, arch):
+@pytest.mark.parametrize("filename, defines", BUILDS, ids=BUILD_IDS)
+def test_nvrtc_compiles_every_instantiation(filename, defines, arch):
     expressions = K.name_expressions(filename)
     assert len(expressions) == len(K.KERNELS[filename]) * len(K.TYPENAMES)
-    lowered, cubin, log = nvrtc_compile(K.source(filename), filename, arch, expressions)
+    lowered, cubin, log = nvrtc_compile(K.source(filename), filename, arch, expressions,
+                                        [f"-D{d}" for d in defines])
     assert cubin[:4] == b"\x7fELF"
     for expr, mangled in lowered.items():
         kernel = expr.split("<")[0]
@@ -79,16 +84,16 @@ def test_nvrtc_reports_compile_errors():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on the PATH")
-@pytest.mark.parametrize("filename", FILES)
-def test_ptxas_no_spills_no_stack(filename, tmp_path):
+@pytest.mark.parametrize("filename, defines", BUILDS, ids=BUILD_IDS)
+def test_ptxas_no_spills_no_stack(filename, defines, tmp_path):
     # nvcc has no name expressions: taking each instantiation's address
     # makes it emit exactly the kernels NVRTC built above.
     addresses = ", ".join(f"(void*)&{e}" for e in K.name_expressions(filename))
     src = tmp_path / filename
     src.write_text(K.source(filename) + f"\nvoid* gc_instantiate[] = {{{addresses}}};\n")
     proc = subprocess.run(
-        ["nvcc", "-cubin", "-arch=sm_90", *K.COMPILE_OPTIONS, "-ftz=true", "-Xptxas", "-v",
-         str(src),
+        ["nvcc", "-cubin", "-arch=sm_90", *K.COMPILE_OPTIONS, "-ftz=true",
+         *(f"-D{d}" for d in defines), "-Xptxas", "-v", str(src),
          "-o", str(tmp_path / "k.cubin")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = proc.stderr

@@ -28,9 +28,12 @@ GUARD = 64
 SENTINEL = 1234.0  # exactly representable in every dtype above
 
 
-@pytest.fixture(scope="module")
-def planes_emu():
-    return Emulator("correlate_planes.cu")
+@pytest.fixture(scope="module",
+                params=[()] + [(v,) for v in K.VARIANTS["correlate_planes.cu"]],
+                ids=lambda d: "+".join(d) or "default")
+def planes_emu(request):
+    """The planes kernels, as shipped and in each compile-time variant."""
+    return Emulator("correlate_planes.cu", defines=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -55,16 +55,19 @@ class CupyBackend(ArrayBackend):
         ``cupy`` itself (the tests pass a stand-in that runs the same kernels
         in a host emulator).
     get_function : callable, optional
-        ``(filename, kernel, dtype) -> kernel callable``; the default compiles
-        with ``cupy.RawModule`` once per device.
+        ``(filename, kernel, dtype, defines) -> kernel callable``; the default
+        compiles with ``cupy.RawModule`` once per device and variant.
     """
 
     name = "cupy"
 
     def __init__(self, cupy_module: Any,
-                 get_function: Callable[[str, str, Any], Any] = kernels.get_function):
+                 get_function: Callable[..., Any] = kernels.get_function):
         self.xp = cupy_module
         self._get_function = get_function
+        # Compile-time kernel variants (see gpuconv.kernels.VARIANTS), for
+        # measuring alternatives on a GPU; empty in normal use.
+        self.kernel_variants: dict[str, tuple[str, ...]] = {}
 
     @property
     def fft(self) -> Any:
@@ -96,7 +99,8 @@ class CupyBackend(ArrayBackend):
     # -- kernels -----------------------------------------------------------
     def _launch(self, filename: str, kernel: str, launch: kernels.Launch, x: Any, w: Any,
                 out: Any) -> Any:
-        fn = self._get_function(filename, kernel, x.dtype)
+        fn = self._get_function(filename, kernel, x.dtype,
+                                self.kernel_variants.get(filename, ()))
         scalars = tuple(np.int32(a) if isinstance(a, int) else np.float64(a)
                         for a in launch.args)
         # CuPy raises at once if the driver refuses the launch (bad geometry,

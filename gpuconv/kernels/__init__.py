@@ -28,6 +28,7 @@ __all__ = [
     "BOUNDARY_CODES",
     "PADDING_CODES",
     "COMPILE_OPTIONS",
+    "VARIANTS",
     "Launch",
     "source",
     "name_expressions",
@@ -58,6 +59,13 @@ PADDING_CODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 # Language options only: CuPy adds the target architecture for the device.
 COMPILE_OPTIONS: tuple[str, ...] = ("-std=c++17",)
+
+# Compile-time variants kept for measurement on a GPU (``-D`` names a kernel
+# file understands); the default build defines none of them.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "correlate_planes.cu": ("GC_UNSTAGED_LOADS",),
+    "conv2d.cu": (),
+}
 
 # Mirrors of the .cu #defines (a test checks they agree).
 PLANES_BLOCK = (32, 8, 1)      # (GC_TW, GC_BY)
@@ -195,23 +203,29 @@ def conv_transpose2d_launch(x_shape: tuple[int, int, int, int],
     return Launch(grid, (CONV_THREADS, 1, 1), args)
 
 
-_modules: dict[tuple[str, int], Any] = {}
+_modules: dict[tuple[str, int, tuple[str, ...]], Any] = {}
 _modules_lock = threading.Lock()
 
 
-def get_function(filename: str, kernel: str, dtype: Any) -> Any:
+def get_function(filename: str, kernel: str, dtype: Any, defines: tuple[str, ...] = ()) -> Any:
     """The compiled ``kernel<typename(dtype)>`` of ``filename`` on the current device.
 
-    Compiles the whole file (every instantiation) once per device and keeps it.
+    Compiles the whole file (every instantiation) once per device and set of
+    ``defines`` (names from :data:`VARIANTS`) and keeps it.
     """
     import cupy
 
+    unknown = set(defines) - set(VARIANTS[filename])
+    if unknown:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)} of {filename}; "
+                         f"allowed: {list(VARIANTS[filename])}")
     device = cupy.cuda.Device().id
-    key = (filename, device)
+    key = (filename, device, tuple(sorted(defines)))
     with _modules_lock:
         module = _modules.get(key)
         if module is None:
-            module = cupy.RawModule(code=source(filename), options=COMPILE_OPTIONS,
+            options = COMPILE_OPTIONS + tuple(f"-D{d}" for d in key[2])
+            module = cupy.RawModule(code=source(filename), options=options,
                                     name_expressions=name_expressions(filename))
             _modules[key] = module
     return module.get_function(f"{kernel}<{typename(dtype)}>")
