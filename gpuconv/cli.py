@@ -20,6 +20,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(backend=args.backend, plot=args.plot)
 
 
+def _cmd_train_digits(args: argparse.Namespace) -> int:
+    from .examples import run_train_digits
+
+    return run_train_digits(backend=args.backend, epochs=args.epochs, seed=args.seed,
+                            plot=args.plot, progress=not args.no_progress)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "dask", False):
         from ._bench_dask import run_from_cli as run_dask
@@ -70,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_option(demo)
     demo.add_argument("--plot", metavar="PATH", help="also save a figure (needs matplotlib)")
     demo.set_defaults(func=_cmd_demo)
+
+    digits = sub.add_parser("train-digits", help="train a small CNN (gpuconv.nn) on the "
+                                                 "shipped 8x8 handwritten digits")
+    _add_backend_option(digits)
+    digits.add_argument("--epochs", type=int, default=20, help="passes over the training "
+                                                              "images (default 20)")
+    digits.add_argument("--seed", type=int, default=0, help="seeds the split, the "
+                                                            "initialisation and the shuffling")
+    digits.add_argument("--plot", metavar="PATH", help="also save the loss curve and the "
+                                                       "learned first-layer kernels (PNG)")
+    digits.add_argument("--no-progress", action="store_true", help="no progress bar")
+    digits.set_defaults(func=_cmd_train_digits)
 
     bench = sub.add_parser("bench", help="run the benchmark grid and write results")
     _add_backend_option(bench)

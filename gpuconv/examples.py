@@ -31,6 +31,8 @@ __all__ = [
     "edge_image",
     "learn_edge_kernel",
     "lenet_digits",
+    "run_train_digits",
+    "save_digits_figure",
     "train_digits",
 ]
 
@@ -277,3 +279,66 @@ def train_digits(epochs: int = 20, *, backend: str | None = None, seed: int = 0,
         kernels = be.to_numpy(model[0].weight.data).copy()
     return DigitsResult(model, history, accuracy, seconds, len(train), len(test), be.name,
                         kernels)
+
+
+def save_digits_figure(path: str, result: DigitsResult) -> None:
+    """The loss curves and the learned first-layer kernels, as one PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kernels = result.first_layer_kernels[:, 0]
+    cols = 8
+    rows = -(-kernels.shape[0] // cols)
+    fig = plt.figure(figsize=(12, 4.2), constrained_layout=True)
+    grid = fig.add_gridspec(rows, 2 + cols, width_ratios=[5, 1] + [1] * cols)
+    ax = fig.add_subplot(grid[:, 0])
+    history = result.history
+    batches = np.arange(1, len(history.batch_loss) + 1) / max(len(history.batch_loss), 1)
+    ax.plot(batches * history.epochs, history.batch_loss, lw=0.6, alpha=0.5,
+            label="training batch loss")
+    epochs = np.arange(1, history.epochs + 1)
+    ax.plot(epochs, history.train_loss, marker="o", label="training loss (epoch mean)")
+    if history.val_loss:
+        ax.plot(epochs, history.val_loss, marker="s", label="held-out loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(f"digits CNN: test accuracy {result.test_accuracy:.4f}")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    limit = float(np.abs(kernels).max())
+    for i, k in enumerate(kernels):
+        kax = fig.add_subplot(grid[i // cols, 2 + i % cols])
+        kax.imshow(k, cmap="coolwarm", vmin=-limit, vmax=limit)
+        kax.set_xticks([])
+        kax.set_yticks([])
+    fig.suptitle("loss curves and the learned first-layer 3x3 kernels")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0,
+                     plot: str | None = None, progress: bool = True) -> int:
+    """``gpuconv train-digits``: train, print a line per epoch and the test accuracy."""
+
+    def report(trainer: Any, epoch: int, logs: dict) -> None:
+        line = (f"epoch {epoch + 1:2d}/{epochs}: train loss {logs['train_loss']:.4f}, "
+                f"held-out loss {logs['val_loss']:.4f}, accuracy {logs['val_accuracy']:.4f}")
+        trainer.log(line)
+
+    result = train_digits(epochs, backend=backend, seed=seed, progress=progress,
+                          callbacks=[report])
+    print(f"{result.n_train} training and {result.n_test} held-out images (stratified split, "
+          f"seed {seed}); {result.train_seconds:.1f} s on the {result.backend!r} backend")
+    print(f"test accuracy: {result.test_accuracy:.4f}")
+    if plot:
+        try:
+            save_digits_figure(plot, result)
+        except ImportError:
+            print(f"--plot needs matplotlib (pip install 'gpuconv[plot]'); nothing written to "
+                  f"{plot}")
+            return 1
+        print(f"figure written to {plot}")
+    return 0

@@ -274,6 +274,13 @@ class Trainer:
             logs["val_accuracy"] = correct / n
         return logs
 
+    def log(self, line: str) -> None:
+        """Print ``line`` without breaking the progress bar."""
+        if getattr(self, "_bar", None) is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
     def _make_bar(self, epochs: int) -> Any:
         if not self.progress:
             return None
