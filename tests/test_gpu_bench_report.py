@@ -38,6 +38,16 @@ def test_cases_cover_the_issue_grids():
     assert 0 < len(gb.cases(quick=True)) < len(cases)
 
 
+def test_columns_of_every_grid():
+    """Listing the columns imports no GPU library (the factories do, when called)."""
+    by_grid = {c.grid: list(gb.columns(c, torch=None)) for c in gb.cases(quick=False)}
+    assert {"gpuconv.direct", "gpuconv.auto", "cupyx.signal.correlate2d",
+            "cupyx.ndimage.correlate", "cupyx.signal.fftconvolve"} <= set(by_grid["planes"])
+    assert "loop of cupyx.signal.correlate2d" in by_grid["batched"]
+    assert set(by_grid["conv2d"]) == {"gpuconv.direct", "gpuconv.gemm", "gpuconv.auto"}
+    assert "torch.cudnn" not in by_grid["planes"]  # no torch given
+
+
 def test_bytes_and_flops():
     c = gb.plane_case(1024, 7)
     out = 1018 * 1018
