@@ -41,11 +41,23 @@ class MethodChoice:
 
 # Decisions timed by choose_method(..., measure=True): key -> MethodChoice.
 _MEASURED: dict[tuple[Any, ...], MethodChoice] = {}
+# Model decisions, so that a small call pays a dict lookup, not the model:
+# key + constants generation -> MethodChoice.
+_MODELLED: dict[tuple[Any, ...], MethodChoice] = {}
+_MODELLED_MAX = 4096
+
+
+def _remember(key: tuple[Any, ...], choice: MethodChoice) -> MethodChoice:
+    if len(_MODELLED) >= _MODELLED_MAX:
+        _MODELLED.clear()
+    _MODELLED[key] = choice
+    return choice
 
 
 def clear_measured() -> None:
-    """Forget every measured decision."""
+    """Forget every measured (and memoised model) decision."""
     _MEASURED.clear()
+    _MODELLED.clear()
 
 
 def _device_key(backend: Any) -> str:
@@ -79,9 +91,18 @@ def choose_planes_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
                          out_shape: tuple[int, int], dtype: Any, boundary: str,
                          exact: bool) -> MethodChoice:
     """Method for a single-channel (batched) correlation."""
-    hit = _MEASURED.get(_planes_key(backend, x_shape, w_shape, out_shape, dtype, boundary, exact))
+    key = _planes_key(backend, x_shape, w_shape, out_shape, dtype, boundary, exact)
+    hit = _MEASURED.get(key)
     if hit is not None:
         return hit
+    memo = key + _costmodel.generation()
+    hit = _MODELLED.get(memo)
+    if hit is not None:
+        return hit
+    return _remember(memo, _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact))
+
+
+def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
     constants, source = _costmodel.load_constants(_device_key(backend))
     B = int(np.prod(x_shape[:-2]))
     feats = _costmodel.planes_features(backend, B, tuple(x_shape[-2:]), tuple(w_shape),
@@ -105,10 +126,19 @@ def choose_conv2d_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
     Between ``direct`` and ``gemm`` the rule of :func:`_direct_or_gemm`
     decides; the cost model then compares that method with the FFT methods.
     """
-    hit = _MEASURED.get(_conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype,
-                                    exact))
+    key = _conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact)
+    hit = _MEASURED.get(key)
     if hit is not None:
         return hit
+    memo = key + _costmodel.generation()
+    hit = _MODELLED.get(memo)
+    if hit is not None:
+        return hit
+    return _remember(memo, _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups,
+                                         dtype, exact))
+
+
+def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact):
     rule = _direct_or_gemm(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact)
     constants, source = _costmodel.load_constants(_device_key(backend))
     kh, kw = w_shape[2:]

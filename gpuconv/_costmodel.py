@@ -30,6 +30,7 @@ __all__ = [
     "cache_dir",
     "cache_file",
     "load_constants",
+    "generation",
     "planes_features",
     "conv2d_features",
     "estimate",
@@ -110,6 +111,23 @@ def _read_file(path: Path) -> dict[str, Any]:
         data = {}
     _loaded[key] = (mtime, data)
     return data
+
+
+_GEN_PATHS: dict[tuple[str | None, str | None], str] = {}
+
+
+def generation() -> tuple[str, int]:
+    """Identifies the constants in force: the cache file and its modification time."""
+    env = os.environ.get("GPUCONV_CACHE_DIR")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    path = _GEN_PATHS.get((env, xdg))
+    if path is None:
+        # Resolving the home directory is slow; a small call must not pay it every time.
+        path = _GEN_PATHS[(env, xdg)] = str(cache_file())
+    try:
+        return path, os.stat(path).st_mtime_ns
+    except OSError:
+        return path, 0
 
 
 def load_constants(device_key: str) -> tuple[dict[str, dict[str, list[float]]], str]:
