@@ -338,17 +338,16 @@ def _driver_version() -> str:
         return f"unknown ({exc})"
 
 
-def ceilings(timer: Timer) -> dict[str, float]:
+def ceilings(timer: Timer, n: int = 1 << 28, m: int = 8192) -> dict[str, float]:
+    """Measured copy bandwidth (``n`` float32, 1 GiB) and float32 ``m``³ matmul rate."""
     import cupy
 
-    n = 1 << 28  # 1 GiB of float32
     a = cupy.random.standard_normal(n, dtype=cupy.float32)
     b = cupy.empty_like(a)
     copy = lambda: cupy.copyto(b, a)  # noqa: E731
     copy()
     ms, _ = timer.measure(copy, 10, 500)
     del a, b
-    m = 8192
     x = cupy.random.standard_normal((m, m), dtype=cupy.float32)
     y = cupy.random.standard_normal((m, m), dtype=cupy.float32)
     mm = lambda: cupy.matmul(x, y)  # noqa: E731
@@ -476,25 +475,32 @@ def setup(case: Case, rng: np.random.Generator, torch) -> dict[str, Any]:
     return d
 
 
-def reference(case: Case, d: dict[str, Any], torch) -> Any:
-    """A float64 result from another library (None if none is cheap enough)."""
+def reference(case: Case, d: dict[str, Any], torch) -> tuple[Any, str]:
+    """A float64 result from another library, or ``None`` and why there is none."""
     import cupy
-    import cupyx.scipy.signal
 
     if case.grid == "conv2d":
-        if torch is None:
-            return None
-        return torch.nn.functional.conv2d(d["xt"].double(), d["wt"].double()).cpu().numpy()
+        if torch is None or "xt" not in d:
+            return None, "no float64 reference: torch with CUDA is not available"
+        ref = torch.nn.functional.conv2d(d["xt"].double(), d["wt"].double())
+        return ref.cpu().numpy(), ""
+    if case.flops > 2e10:
+        return None, "no float64 reference: cupyx's direct float64 would take seconds"
+    try:
+        correlate2d = _cupyx("signal").correlate2d
+    except ImportError as exc:
+        return None, f"no float64 reference: {exc}"
     x64, w64 = d["x"].astype(cupy.float64), d["w"].astype(cupy.float64)
-    if case.flops > 2e10:  # cupyx's direct float64 would take seconds
-        return None
     mode = case.params["mode"]
     if case.grid == "batched":
-        return cupy.stack([cupyx.scipy.signal.correlate2d(p, w64, mode) for p in x64]).get()
-    return cupyx.scipy.signal.correlate2d(x64, w64, mode).get()
+        return cupy.asnumpy(cupy.stack([correlate2d(p, w64, mode) for p in x64])), ""
+    return cupy.asnumpy(correlate2d(x64, w64, mode)), ""
 
 
-def run(quick: bool, outdir: Path, repeat: int, budget_ms: float) -> Report:
+def run(quick: bool, outdir: Path, repeat: int, budget_ms: float,
+        case_list: list[Case] | None = None, ceiling_sizes: tuple[int, int] | None = None,
+        ) -> Report:
+    """Measure every case (or ``case_list``), writing the report after each one."""
     import cupy
 
     report = Report()
@@ -504,12 +510,12 @@ def run(quick: bool, outdir: Path, repeat: int, budget_ms: float) -> Report:
     if torch is not None:
         timers["torch"] = Timer("torch")
         report.device["torch TF32"] = "off (cudnn.allow_tf32 = matmul.allow_tf32 = False)"
-    report.ceilings = ceilings(timers["cupy"])
+    report.ceilings = ceilings(timers["cupy"], *(ceiling_sizes or ()))
     print(f"ceilings: {report.ceilings}", flush=True)
     rng = np.random.default_rng(0)
-    for case in cases(quick):
+    for case in case_list if case_list is not None else cases(quick):
         d = setup(case, rng, torch)
-        ref = reference(case, d, torch)
+        ref, why_no_ref = reference(case, d, torch)
         for name, (lib, factory) in columns(case, torch).items():
             cell = Cell(case.grid, case.id, name)
             timer = timers[lib]
@@ -523,9 +529,12 @@ def run(quick: bool, outdir: Path, repeat: int, budget_ms: float) -> Report:
                 call()  # second warm-up: plans and caches settled
                 cell.median_ms, cell.samples = timer.measure(call, repeat, budget_ms)
                 cell.gbps, cell.gflops = rates(case, cell.median_ms)
-                if ref is not None and name.startswith("gpuconv."):
-                    got = result.get() if hasattr(result, "get") else np.asarray(result)
-                    cell.rel_err = relative_error(got, ref)
+                if name.startswith("gpuconv."):
+                    if ref is None:
+                        cell.note = why_no_ref
+                    else:
+                        got = result.get() if hasattr(result, "get") else np.asarray(result)
+                        cell.rel_err = relative_error(got, ref)
             except Exception as exc:  # record and go on: one failure must not hide the rest
                 cell.note = f"{type(exc).__name__}: {exc}"[:200]
             report.cells.append(cell)

@@ -9,6 +9,8 @@ import math
 import shutil
 import subprocess
 import sys
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +131,110 @@ def test_scripts_import_without_cupy_and_check_script_parses():
     if shutil.which("bash") is None:
         pytest.skip("bash is not installed")
     subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
+
+
+# -- a dry run of the device part on the CPU -------------------------------------------
+
+class _Event:
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+
+class _FakeCuda:
+    Event = _Event
+
+    @staticmethod
+    def get_elapsed_time(start, end):
+        return (end.t - start.t) * 1e3
+
+    class Device:
+        id = 0
+        compute_capability = "00"
+
+        def synchronize(self):
+            pass
+
+    class runtime:  # noqa: N801 - mirrors cupy.cuda.runtime
+        getDeviceProperties = staticmethod(lambda i: {"name": b"host emulator",
+                                                      "multiProcessorCount": 1})
+        runtimeGetVersion = staticmethod(lambda: 0)
+        driverGetVersion = staticmethod(lambda: 0)
+
+
+class _FakeRandom:
+    @staticmethod
+    def standard_normal(size, dtype=np.float64):
+        return np.random.default_rng(0).standard_normal(size).astype(dtype)
+
+
+class _FakeCupy(types.ModuleType):
+    """NumPy under CuPy's name with the calls gpu_bench makes (events time the host)."""
+
+    cuda = _FakeCuda
+    random = _FakeRandom
+    __version__ = "fake"
+
+    @staticmethod
+    def asnumpy(a):
+        return np.asarray(a)
+
+    @staticmethod
+    def get_default_memory_pool():
+        return types.SimpleNamespace(free_all_blocks=lambda: None)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_dry_run_of_the_device_code(tmp_path, monkeypatch):
+    """gpu_bench.run end to end with NumPy as CuPy, SciPy as cupyx, and the CuPy backend's
+    own code with emulated kernels: every column runs, results agree with the float64
+    reference, and the report is written.  Catches harness bugs before a GPU lease."""
+    import scipy.fft
+    import scipy.ndimage
+    import scipy.signal
+
+    kernel_emulator = pytest.importorskip("kernel_emulator")
+    if kernel_emulator.compiler() is None:
+        kernel_emulator.skip_or_fail("no host C++ compiler for the kernel emulator")
+    import gpuconv
+    from gpuconv import backend as registry
+
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy("cupy"))
+    for name in [m for m in sys.modules if m.split(".")[0] == "cupyx"]:
+        monkeypatch.delitem(sys.modules, name)
+    fakes = {"cupyx": types.ModuleType("cupyx"), "cupyx.scipy": types.ModuleType("cupyx.scipy"),
+             "cupyx.scipy.signal": scipy.signal, "cupyx.scipy.ndimage": scipy.ndimage,
+             "cupyx.scipy.fft": scipy.fft}
+    fakes["cupyx"].scipy = fakes["cupyx.scipy"]
+    for sub in ("signal", "ndimage", "fft"):
+        setattr(fakes["cupyx.scipy"], sub, fakes[f"cupyx.scipy.{sub}"])
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(registry._instances, "cupy", kernel_emulator.emulated_cupy_backend())
+    tiny = [gb.Case("bandwidth", "48x40 k3 same", {"size": 40, "kernel": 3, "mode": "same"},
+                    bytes=4 * 2 * 1600, flops=18 * 1600),
+            gb.batched_case(2, 24, 5), gb.plane_case(40, 4), gb.conv_case(2, 3, 10, 10, 4, 3)]
+    with gpuconv.set_backend("cupy"):
+        report = gb.run(False, tmp_path, repeat=3, budget_ms=5, case_list=tiny,
+                        ceiling_sizes=(1 << 12, 16))
+    data = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert data["device"]["card"] == "host emulator"
+    assert set(data["ceilings"]) == {"copy_gbps", "sgemm_gflops"}
+    cells = {(c["grid"], c["column"]): c for c in data["cells"]}
+    for key in [("bandwidth", "gpuconv.direct"), ("bandwidth", "gpuconv.direct[GC_UNSTAGED_LOADS]"),
+                ("batched", "gpuconv.direct"), ("planes", "gpuconv.gemm"),
+                ("planes", "gpuconv.fft"), ("planes", "gpuconv.auto")]:
+        assert cells[key]["median_ms"] > 0, cells[key]
+        assert cells[key]["rel_err"] < 1e-5, cells[key]
+    for key in [("planes", "cupyx.signal.correlate2d"), ("planes", "cupyx.ndimage.correlate"),
+                ("planes", "cupyx.signal.fftconvolve"),
+                ("batched", "loop of cupyx.signal.correlate2d"),
+                ("conv2d", "gpuconv.direct"), ("conv2d", "gpuconv.gemm"),
+                ("conv2d", "gpuconv.auto")]:
+        assert cells[key]["median_ms"] > 0, cells[key]
+    assert "torch" in cells[("conv2d", "gpuconv.direct")]["note"]  # no CUDA torch: no reference
+    assert report.targets and (tmp_path / "gpu_bench.md").exists()
