@@ -238,7 +238,8 @@ def _conv_transpose2d_chunk(x: Any, w: Any, b: Any, *, kwargs: dict[str, Any],
 
 
 def _out_meta(backend: Any, ndim: int, dtype: np.dtype) -> Any:
-    return backend.xp.empty((0,) * ndim, dtype=dtype)
+    # The backend's own array type (what its ops return), known without computing.
+    return backend.asarray(backend.xp.empty((0,) * ndim, dtype=dtype))
 
 
 # -- the ops -------------------------------------------------------------------

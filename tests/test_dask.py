@@ -75,9 +75,11 @@ def test_extension_wider_than_the_image(rng, mode, boundary):
     x = rng.standard_normal((3, 4, 5))
     k = rng.standard_normal((11, 9))
     expected = np.stack([scipy_signal.correlate2d(p, k, mode, boundary) for p in x])
-    got = gpuconv.correlate2d(da.from_array(x, chunks=(2, 3, 2)), k, mode, boundary).compute()
+    got = gpuconv.correlate2d(da.from_array(x, chunks=(2, 3, 2)), k, mode, boundary,
+                              method="direct").compute()
     assert_close(got, expected, np.float64)
-    np.testing.assert_array_equal(got, gpuconv.correlate2d(x, k, mode, boundary))
+    np.testing.assert_array_equal(got, gpuconv.correlate2d(x, k, mode, boundary,
+                                                           method="direct"))
 
 
 @pytest.mark.parametrize("convolution", [False, True], ids=["correlate", "convolve"])
@@ -86,8 +88,8 @@ def test_swapped_valid_mode(rng, convolution):
     op = gpuconv.convolve2d if convolution else gpuconv.correlate2d
     x = random_array(rng, (4, 3, 5), np.complex128)
     k = random_array(rng, (6, 8), np.complex128)
-    got = op(da.from_array(x, chunks=(3, 2, 2)), k, "valid").compute()
-    np.testing.assert_array_equal(got, op(x, k, "valid"))
+    got = op(da.from_array(x, chunks=(3, 2, 2)), k, "valid", method="direct").compute()
+    np.testing.assert_array_equal(got, op(x, k, "valid", method="direct"))
     scipy_op = scipy_signal.convolve2d if convolution else scipy_signal.correlate2d
     assert_close(got, np.stack([scipy_op(p, k, "valid") for p in x]), np.complex128)
 
@@ -293,11 +295,11 @@ def test_explicit_backend_reaches_every_chunk(rng):
     x = rng.standard_normal((24, 24))
     k = rng.standard_normal((3, 3))
     with gpuconv.set_backend("counting"):
-        lazy = gpuconv.correlate2d(da.from_array(x, chunks=8), k, "same")
+        lazy = gpuconv.correlate2d(da.from_array(x, chunks=8), k, "same", method="direct")
     with dask.config.set(scheduler="threads"):
         got = lazy.compute()
     assert len(calls) == lazy.npartitions == 9
-    np.testing.assert_array_equal(got, gpuconv.correlate2d(x, k, "same"))
+    np.testing.assert_array_equal(got, gpuconv.correlate2d(x, k, "same", method="direct"))
 
 
 def test_scratch_limit_reaches_every_chunk(rng, monkeypatch):
@@ -363,3 +365,62 @@ def test_every_mode_boundary_pair_keeps_output_chunking_close_to_input(rng):
         # No chunk degenerates: at most one extra thin chunk per axis for the border.
         assert max(len(out.chunks[0]), len(out.chunks[1])) <= 5
         assert min(min(out.chunks[0]), min(out.chunks[1])) >= 4
+
+
+# -- the chunks' library decides the backend -----------------------------------
+class _ChunkArray(np.ndarray):
+    """Chunks of a pretend array library (NumPy underneath), standing in for CuPy."""
+
+
+class _ChunkBackend(NumpyBackend):
+    name = "chunkarray"
+
+    def asarray(self, x):
+        return np.asarray(x).view(_ChunkArray)
+
+    def correlate_planes(self, *args, **kwargs):
+        return super().correlate_planes(*args, **kwargs).view(_ChunkArray)
+
+
+@pytest.fixture
+def chunk_library(monkeypatch):
+    """Make ``chunkarray`` a library gpuconv recognises, with a registered backend."""
+    import sys
+    import types
+
+    from gpuconv import _dispatch
+
+    module = types.ModuleType("chunkarray")
+    module.ndarray = _ChunkArray
+    monkeypatch.setitem(sys.modules, "chunkarray", module)
+    monkeypatch.setattr(_dispatch, "_KNOWN_LIBRARIES",
+                        ("chunkarray",) + tuple(_dispatch._KNOWN_LIBRARIES))
+    _dispatch._library_of_type.cache_clear()
+    gpuconv.register_backend("chunkarray", _ChunkBackend, replace=True)
+    yield lambda a: np.asarray(a).view(_ChunkArray)
+    _dispatch._library_of_type.cache_clear()
+
+
+def test_chunks_of_another_library_compute_on_its_backend(rng, chunk_library):
+    x = rng.standard_normal((2, 20, 18))
+    k = rng.standard_normal((3, 4))
+    lazy_x = da.from_array(chunk_library(x), chunks=(1, 7, 7), asarray=False)
+    assert type(lazy_x._meta) is _ChunkArray
+    out = gpuconv.correlate2d(lazy_x, chunk_library(k), "same", method="direct")
+    assert type(out._meta) is _ChunkArray            # lazily known: the chunks' library
+    # (Which backend computes the chunks is checked with an explicit backend
+    # below: this stand-in library is an ndarray subclass, which NumPy's
+    # concatenation of halos turns back into plain ndarrays; CuPy's does not.)
+    np.testing.assert_array_equal(np.asarray(out.compute()),
+                                  gpuconv.correlate2d(x, k, "same", method="direct"))
+
+
+def test_chunks_and_kernel_of_two_libraries_are_a_type_error(rng, chunk_library):
+    lazy_x = da.from_array(chunk_library(rng.standard_normal((8, 8))), chunks=4, asarray=False)
+    with pytest.raises(TypeError, match="in1 is a dask array of chunkarray chunks, in2 is a "
+                                        "numpy array"):
+        gpuconv.correlate2d(lazy_x, np.ones((2, 2)))
+    # Choosing a backend explicitly moves the kernel, as for in-memory inputs.
+    with gpuconv.set_backend("chunkarray"):
+        out = gpuconv.correlate2d(lazy_x, np.ones((2, 2)), method="direct")
+    assert {type(b.compute()) for b in out.to_delayed().ravel()} == {_ChunkArray}
