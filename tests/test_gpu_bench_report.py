@@ -238,3 +238,28 @@ def test_dry_run_of_the_device_code(tmp_path, monkeypatch):
         assert cells[key]["median_ms"] > 0, cells[key]
     assert "torch" in cells[("conv2d", "gpuconv.direct")]["note"]  # no CUDA torch: no reference
     assert report.targets and (tmp_path / "gpu_bench.md").exists()
+
+
+def test_dry_run_of_the_sanitizer_script(monkeypatch, capsys):
+    """gpu_kernel_run.main on the CPU: the CuPy backend's code with emulated kernels."""
+    kernel_emulator = pytest.importorskip("kernel_emulator")
+    if kernel_emulator.compiler() is None:
+        kernel_emulator.skip_or_fail("no host C++ compiler for the kernel emulator")
+    import gpuconv
+    from gpuconv import backend as registry
+
+    fake = _FakeCupy("cupy")
+    fake.cuda = types.SimpleNamespace(set_allocator=lambda a: None,
+                                      set_pinned_memory_allocator=lambda a: None,
+                                      Device=_FakeCuda.Device)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    backend = kernel_emulator.emulated_cupy_backend()
+    monkeypatch.setitem(registry._instances, "cupy", backend)
+    run = _load("gpu_kernel_run")
+    with gpuconv.set_backend("cupy"):
+        assert run.main(quick=False) == 0
+    out = capsys.readouterr().out
+    assert "0 mismatches" in out
+    calls = int(out.split(" checked calls")[0].split()[-1])
+    launched = sum(k.launches for k in backend.emulated_kernels.values())
+    assert calls == launched >= 5 * (4 * 3 * 3 - 3 + 5)  # every call ran a native kernel
