@@ -180,3 +180,8 @@ _register_builtin()
 from . import _fftcols  # noqa: E402
 
 _fftcols.register()
+
+# The Conv2D training-step grid (forward + backward of gpuconv.nn) registers itself.
+from . import _train  # noqa: E402
+
+_train.register()

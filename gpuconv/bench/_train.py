@@ -1,0 +1,144 @@
+"""The ``train-step`` grid: one forward and backward pass of a convolution layer.
+
+Rows are the conv layers of the ``conv2d`` grid (stride 1, no padding, with a
+bias) in float32 and float64.  A gpuconv cell runs :class:`gpuconv.nn.Conv2D`
+forward, then ``backward`` with a fixed random output gradient: the forward
+convolution, the weight gradient (a correlation of the input with the output
+gradient), the bias gradient and the input gradient (a transposed
+convolution).  The ``torch`` anchor does the same with autograd on the CPU.
+The ``forward``, ``weight-grad`` and ``input-grad`` columns time the three
+convolutions of the gpuconv step separately, to show where its time goes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._grids import CONV_LAYERS, _torch
+from ._registry import Case, Grid, register_column, register_grid
+
+__all__ = ["register"]
+
+_GPUCONV_METHODS = ("auto", "direct", "gemm")
+
+
+def _cases(quick: bool) -> list[Case]:
+    layers = ((2, 3, 16, 16, 4, 3), (1, 1, 12, 12, 2, 5)) if quick else CONV_LAYERS
+    dtypes = ("float32",) if quick else ("float32", "float64")
+    return [Case(f"({N},{C},{H},{W})->{Co} {k}x{k} {dtype}",
+                 {"N": N, "C": C, "H": H, "W": W, "C_out": Co, "kernel": k, "dtype": dtype},
+                 family=f"{N},{C},{H},{W},{Co},{k},{dtype}")
+            for dtype in dtypes for N, C, H, W, Co, k in layers]
+
+
+def _setup(case: Case, backend: Any, rng: np.random.Generator) -> dict[str, Any]:
+    p = case.params
+    k = p["kernel"]
+    x = rng.standard_normal((p["N"], p["C"], p["H"], p["W"])).astype(p["dtype"])
+    w = rng.standard_normal((p["C_out"], p["C"], k, k)).astype(p["dtype"])
+    b = rng.standard_normal(p["C_out"]).astype(p["dtype"])
+    g = rng.standard_normal((p["N"], p["C_out"], p["H"] - k + 1, p["W"] - k + 1))
+    g = g.astype(p["dtype"])
+    return {"x_np": x, "w_np": w, "b_np": b, "g_np": g,
+            "x": backend.asarray(x), "g": backend.asarray(g)}
+
+
+def _layer(inputs: dict[str, Any], case: Case, backend: Any, method: str) -> Any:
+    from gpuconv import nn
+
+    p = case.params
+    layer = nn.Conv2D(p["C"], p["C_out"], p["kernel"], dtype=p["dtype"], backend=backend.name,
+                      method=method, seed=0)
+    layer.weight.data = backend.asarray(inputs["w_np"])
+    layer.bias.data = backend.asarray(inputs["b_np"])
+    return layer
+
+
+def _sync(backend: Any) -> Any:
+    return getattr(backend, "synchronize", lambda: None)
+
+
+def _step(method: str):
+    def factory(inputs, case, backend):
+        layer = _layer(inputs, case, backend, method)
+        x, g = inputs["x"], inputs["g"]
+        sync = _sync(backend)
+
+        def call():
+            layer.weight.grad = layer.bias.grad = None
+            layer(x)
+            out = layer.backward(g)
+            sync()
+            return out
+        return call
+    return factory
+
+
+def _part(part: str):
+    def factory(inputs, case, backend):
+        import gpuconv
+        from gpuconv.nn import functional as F
+
+        p = case.params
+        k = p["kernel"]
+        x, g = inputs["x"], inputs["g"]
+        w = backend.asarray(inputs["w_np"])
+        sync = _sync(backend)
+        geometry = dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+        if part == "forward":
+            def call():
+                out = gpuconv.conv2d(x, w)
+                sync()
+                return out
+        elif part == "weight-grad":
+            def call():
+                out = F.conv2d_weight_grad(x, g, (k, k), **geometry)
+                sync()
+                return out
+        else:
+            def call():
+                out = F.conv2d_input_grad(g, w, (p["H"], p["W"]), **geometry)
+                sync()
+                return out
+        return call
+    return factory
+
+
+def _torch_step(inputs, case, backend):
+    torch = _torch()
+    x = torch.from_numpy(inputs["x_np"]).requires_grad_(True)
+    w = torch.from_numpy(inputs["w_np"]).requires_grad_(True)
+    b = torch.from_numpy(inputs["b_np"]).requires_grad_(True)
+    g = torch.from_numpy(inputs["g_np"])
+
+    def call():
+        x.grad = w.grad = b.grad = None
+        torch.nn.functional.conv2d(x, w, b).backward(g)
+        return x.grad
+    return call
+
+
+def register() -> None:
+    """Register the ``train-step`` grid and its columns (idempotent)."""
+    from ._registry import GRIDS
+
+    if "train-step" in GRIDS:
+        return
+    grid = register_grid(Grid(
+        "train-step", "Conv2D training step: forward + weight, bias and input gradients "
+                      "(NCHW, stride 1, no padding)",
+        _cases, _setup,
+        notes="gpuconv columns run gpuconv.nn.Conv2D forward and backward with that "
+              "method for all three convolutions; forward / weight-grad / input-grad "
+              "time the pieces of the 'auto' step. torch: conv2d + autograd backward "
+              "on the CPU."))
+    for method in _GPUCONV_METHODS:
+        register_column(grid.name, method, _step(method),
+                        doc=f"nn.Conv2D(..., method={method!r}) forward + backward")
+    for part in ("forward", "weight-grad", "input-grad"):
+        register_column(grid.name, part, _part(part),
+                        doc=f"only the {part} convolution of the 'auto' step")
+    register_column(grid.name, "torch", _torch_step, anchor=True,
+                    doc="torch.nn.functional.conv2d + .backward() on the CPU")
