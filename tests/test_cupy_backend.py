@@ -207,6 +207,22 @@ def test_errors_are_the_numpy_backends(emulated, rng, call):
     assert str(got.value) == str(want.value)
 
 
+def test_asarray_moves_numbers_and_leaves_the_rest_to_the_front_door():
+    from gpuconv.backends.cupy import CupyBackend
+
+    class DeviceArray:
+        def __init__(self, host):
+            self.host = host
+
+    stub = type("stub", (), {"ndarray": DeviceArray, "asarray": staticmethod(DeviceArray)})
+    backend = CupyBackend(stub)
+    on_device = backend.asarray([[1.0, 2.0]])
+    assert isinstance(on_device, DeviceArray) and on_device.host.dtype == np.float64
+    assert backend.asarray(on_device) is on_device
+    text = backend.asarray(np.array(["a"]))
+    assert isinstance(text, np.ndarray) and text.dtype.kind == "U"
+
+
 def test_device_key_and_synchronize(emulated):
     assert emulated.device_key() == "cupy:0:host emulator"
     emulated.synchronize()

@@ -76,9 +76,16 @@ class CupyBackend(ArrayBackend):
         return cupyx.scipy.fft
 
     def asarray(self, x: Any) -> Any:
+        if isinstance(x, self.xp.ndarray):
+            return x
         # A NumPy input is copied to the device: this backend was chosen
         # explicitly (with "auto", NumPy inputs never reach it).
-        return self.xp.asarray(x)
+        host = np.asarray(x)
+        if host.dtype.kind not in "biufc":
+            # CuPy cannot hold it; the front door rejects it with the message
+            # every backend gives (naming the argument and the allowed dtypes).
+            return host
+        return self.xp.asarray(host)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if isinstance(x, self.xp.ndarray) and hasattr(x, "get"):
