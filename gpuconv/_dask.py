@@ -71,16 +71,16 @@ def _as_dask(backend: Any, argname: str, value: Any) -> Any:
     return da.from_array(arr, chunks=arr.shape or (), asarray=False)
 
 
-def _stand_in(backend: Any, x: Any, *, empty_batch: bool = False) -> Any:
-    """An in-memory array with ``x``'s dtype and shape (a zero-length batch if asked).
+def _stand_in(backend: Any, x: Any, shape: tuple[int, ...] | None = None) -> Any:
+    """An in-memory array with ``x``'s dtype and ``shape`` (default: ``x``'s).
 
     The in-memory front door validates it, so a dask call raises what an
-    in-memory call raises.  A kernel stand-in is zeros of the kernel's (small) size.
+    in-memory call raises.  Images stand in with an empty batch (no memory);
+    kernels as zeros of their (small) shape.
     """
     if x is None:
         return None
-    shape = (0,) + tuple(x.shape) if empty_batch else tuple(x.shape)
-    return backend.xp.zeros(shape, dtype=x.dtype)
+    return backend.xp.zeros(tuple(x.shape) if shape is None else shape, dtype=x.dtype)
 
 
 def _single_block(x: Any, dtype: np.dtype) -> Any:
@@ -256,7 +256,7 @@ def correlate2d(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, me
     if x.ndim < 2:
         raise ValueError(f"{name1} must have at least 2 dimensions (..., H, W); "
                          f"got shape {x.shape}")
-    probe = front._correlate2d(_stand_in(backend, x, empty_batch=True), _stand_in(backend, k),
+    probe = front._correlate2d(_stand_in(backend, x, (0,) + x.shape), _stand_in(backend, k),
                                mode, boundary, fillvalue, method, convolution=convolution,
                                swap=swap, names=names)
     mode, boundary = parse_mode(mode), parse_boundary(boundary)
@@ -316,7 +316,7 @@ def conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilati
     backend = resolve_backend(input=input, weight=weight, bias=bias)
     x, w, b, unbatched = _prepare_nchw(backend, input, weight, bias)
     # A 4-D stand-in with an empty batch: same checks, same messages.
-    probe = front.conv2d(_stand_in(backend, x[0], empty_batch=True), _stand_in(backend, w),
+    probe = front.conv2d(_stand_in(backend, x, (0,) + x.shape[1:]), _stand_in(backend, w),
                          _stand_in(backend, b), stride, padding, dilation, groups,
                          padding_mode=padding_mode, method=method)
     stride = pair("stride", stride, minimum=1)
@@ -357,7 +357,7 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padding: A
     x, w, b, unbatched = _prepare_nchw(backend, input, weight, bias)
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   groups=groups, dilation=dilation, method=method)
-    probe = front.conv_transpose2d(_stand_in(backend, x[0], empty_batch=True),
+    probe = front.conv_transpose2d(_stand_in(backend, x, (0,) + x.shape[1:]),
                                    _stand_in(backend, w), _stand_in(backend, b), **kwargs)
     work = _work_dtype(x, w, b)
     _, Cout, Ho, Wo = probe.shape

@@ -424,3 +424,15 @@ def test_chunks_and_kernel_of_two_libraries_are_a_type_error(rng, chunk_library)
     with gpuconv.set_backend("chunkarray"):
         out = gpuconv.correlate2d(lazy_x, np.ones((2, 2)), method="direct")
     assert {type(b.compute()) for b in out.to_delayed().ravel()} == {_ChunkArray}
+
+
+def test_empty_batch_and_unbatched_transpose(rng):
+    out = gpuconv.conv2d(da.zeros((0, 2, 8, 8), chunks=(1, 2, 4, 4)), np.ones((3, 2, 3, 3)),
+                         padding=1)
+    assert out.shape == out.compute().shape == (0, 3, 8, 8)
+    out = gpuconv.correlate2d(da.zeros((0, 8, 8), chunks=(1, 4, 4)), np.ones((3, 3)))
+    assert out.shape == out.compute().shape == (0, 10, 10)
+    x = rng.standard_normal((3, 9, 8))
+    w = rng.standard_normal((3, 2, 3, 3))
+    got = gpuconv.conv_transpose2d(da.from_array(x, chunks=2), w, stride=2)
+    assert_close(got.compute(), gpuconv.conv_transpose2d(x, w, stride=2), np.float64)
