@@ -280,21 +280,38 @@ def test_graph_grows_with_chunks_only(rng):
         assert 8 * base <= many <= 24 * base
 
 
-def test_explicit_backend_reaches_every_chunk(rng):
+@pytest.fixture
+def register():
+    """Register backends for one test; they are removed afterwards."""
+    from gpuconv import backend as registry
+
+    names = []
+
+    def add(name, factory):
+        gpuconv.register_backend(name, factory)
+        names.append(name)
+
+    yield add
+    for name in names:
+        for table in (registry._factories, registry._instances, registry._failures):
+            table.pop(name, None)
+
+
+def test_explicit_backend_reaches_every_chunk(rng, register):
     """The backend chosen in this context computes the chunks, even on worker threads."""
     calls = []
 
     class Counting(NumpyBackend):
-        name = "counting"
+        name = "dask-counting"
 
         def correlate_planes(self, *args, **kwargs):
             calls.append(1)
             return super().correlate_planes(*args, **kwargs)
 
-    gpuconv.register_backend("counting", Counting, replace=True)
+    register("dask-counting", Counting)
     x = rng.standard_normal((24, 24))
     k = rng.standard_normal((3, 3))
-    with gpuconv.set_backend("counting"):
+    with gpuconv.set_backend("dask-counting"):
         lazy = gpuconv.correlate2d(da.from_array(x, chunks=8), k, "same", method="direct")
     with dask.config.set(scheduler="threads"):
         got = lazy.compute()
@@ -383,7 +400,7 @@ class _ChunkBackend(NumpyBackend):
 
 
 @pytest.fixture
-def chunk_library(monkeypatch):
+def chunk_library(monkeypatch, register):
     """Make ``chunkarray`` a library gpuconv recognises, with a registered backend."""
     import sys
     import types
@@ -396,7 +413,7 @@ def chunk_library(monkeypatch):
     monkeypatch.setattr(_dispatch, "_KNOWN_LIBRARIES",
                         ("chunkarray",) + tuple(_dispatch._KNOWN_LIBRARIES))
     _dispatch._library_of_type.cache_clear()
-    gpuconv.register_backend("chunkarray", _ChunkBackend, replace=True)
+    register("chunkarray", _ChunkBackend)
     yield lambda a: np.asarray(a).view(_ChunkArray)
     _dispatch._library_of_type.cache_clear()
 
