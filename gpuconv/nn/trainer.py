@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..backend import set_backend
+from .._dispatch import array_library
+from ..backend import get_backend, set_backend
 from ._module import Module, current_backend
 
 __all__ = ["ArrayLoader", "History", "Trainer"]
@@ -213,7 +214,7 @@ class Trainer:
         self.data, self.val_data = data, val_data
         self.history = History()
         self.stop_training = False
-        self._backend = current_backend(self.backend_name)
+        self._backend = self._resolve_backend(model)
         chosen = (set_backend(self.backend_name) if self.backend_name is not None
                   else contextlib.nullcontext())
         with chosen:
@@ -273,6 +274,15 @@ class Trainer:
         if labelled and n:
             logs["val_accuracy"] = correct / n
         return logs
+
+    def _resolve_backend(self, model: Module) -> Any:
+        # Without an explicit choice, batches follow the model: under "auto" a
+        # model on the GPU gets GPU batches, not the NumPy default.
+        if self.backend_name is not None or get_backend() != "auto":
+            return current_backend(self.backend_name)
+        params = model.parameters()
+        library = array_library(params[0].data) if params else None
+        return current_backend(library or "numpy")
 
     def log(self, line: str) -> None:
         """Print ``line`` without breaking the progress bar."""
