@@ -194,7 +194,7 @@ def run(*, size: int = 16384, chunk: int = 2048, ksize: int = 15, n_workers: int
         load["after_in_memory"] = list(os.getloadavg())
         cluster = distributed.LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True,
-            memory_limit=memory_limit, dashboard_address=None, silence_logs=40,
+            memory_limit=memory_limit, dashboard_address=":0", silence_logs=40,
             local_directory=str(tmp / "workers"))
         client = distributed.Client(cluster)
         try:

@@ -31,7 +31,7 @@ def client():
     # module's functions by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       memory_limit="1GiB", dashboard_address=None,
+                                       memory_limit="1GiB", dashboard_address=":0",
                                        silence_logs=40)
     client = distributed.Client(cluster, timeout=TIMEOUT)
     try:
