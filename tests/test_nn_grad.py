@@ -90,7 +90,8 @@ def check_layer(layer, x_np, rng, backend, rtol=1e-6):
     for p, m, a in zip(params, masters, analytic):
         expected = numeric_grad(f, m)
         assert a.shape == expected.shape, p
-        np.testing.assert_allclose(a, expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1.0),
+        scale = max(np.abs(expected).max(), 1.0)
+        np.testing.assert_allclose(a, expected, rtol=rtol, atol=rtol * scale,
                                    err_msg=f"gradient of {p.name}")
 
 
@@ -213,7 +214,8 @@ def test_conv2d_init_is_pytorch_uniform_and_seeded():
 
 
 def test_init_bound_matches_torch():
-    torch = pytest.importorskip("torch", reason="torch is not installed: no PyTorch init to compare")
+    torch = pytest.importorskip("torch",
+                                reason="torch is not installed: no PyTorch init to compare")
     torch.manual_seed(0)
     ref = torch.nn.Conv2d(6, 4, (3, 5), groups=2)
     ours = nn.Conv2D(6, 4, (3, 5), groups=2, seed=0)
@@ -221,9 +223,13 @@ def test_init_bound_matches_torch():
         t = getattr(ref, name).detach().numpy()
         o = getattr(ours, name).data
         assert t.shape == o.shape
-        # Same support: the largest |value| of each is below the shared bound.
+        # Same support: the largest |value| of each is below the shared bound...
         bound = 1 / np.sqrt(3 * 3 * 5)
         assert np.abs(t).max() <= bound and np.abs(o).max() <= bound
+    # ... and torch's 180 weights reach close to it (P(max < 0.9 bound) = 0.9**180),
+    # so the bound is not smaller for torch either.
+    assert np.abs(ref.weight.detach().numpy()).max() > 0.9 * bound
+    assert np.abs(ours.weight.data).max() > 0.9 * bound
 
 
 # -- torch.autograd ---------------------------------------------------------
