@@ -118,3 +118,25 @@ def test_cli_routes_bench_dask():
     args = build_parser().parse_args(["bench", "--dask", "--quick"])
     assert args.dask and args.quick
     assert not build_parser().parse_args(["bench"]).dask
+
+
+@pytest.mark.slow
+def test_outofcore_benchmark_runs_small(tmp_path):
+    """The benchmark end to end at a small size: files written, numbers coherent."""
+    import json
+
+    from gpuconv._bench_dask import run
+
+    record = run(size=512, chunk=128, ksize=5, compare_size=256, memory_limit="512MiB",
+                 workdir=str(tmp_path), out=str(tmp_path / "results"), notes=("test",),
+                 progress=lambda line: None)
+    saved = json.loads((tmp_path / "results" / "dask_outofcore.json").read_text())
+    assert saved["params"]["size"] == 512 and saved["notes"] == ["test"]
+    assert "| spilled to disk | no |" in (tmp_path / "results" / "dask_outofcore.md").read_text()
+    d = record["dask"]
+    assert d["peak_below_limit"] and not d["spilled"]
+    assert 0 < max(d["peak_worker_rss_bytes"]) < d["worker_memory_limit_bytes"]
+    assert d["spot_check"]["max_abs_difference"] < 1e-4   # float32 sums of 25 products
+    assert record["in_memory"]["tiles"] == 4 and record["throughput_ratio"] > 0
+    # Nothing is left behind but the results.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
