@@ -79,6 +79,7 @@ def _pick(costs: dict[str, float], allowed: tuple[str, ...], source: str,
     return MethodChoice(best, reason, dict(costs))
 
 
+_OA_MIN_PIXELS = 256 * 256  # conv2d planes smaller than this are transformed whole
 _EXACT = "integer inputs stay on exact methods: FFT rounding would break exact integer sums"
 
 
@@ -150,10 +151,15 @@ def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exac
     costs = _costmodel.estimate(constants, "conv2d", feats)
     if exact:
         return MethodChoice(rule.method, f"{rule.reason}; {_EXACT}", costs)
-    fastest_fft = min(FFT_METHODS, key=lambda m: costs[m])
+    spectral = FFT_METHODS
+    if out_hw[0] * out_hw[1] * stride[0] * stride[1] < _OA_MIN_PIXELS:
+        # Blocking small planes only adds per-block work to a transform that is small anyway.
+        spectral = ("fft",)
+        costs.pop("overlap-add", None)
+    fastest_fft = min(spectral, key=lambda m: costs[m])
     if costs[fastest_fft] < costs[rule.method]:
-        return _pick({m: costs[m] for m in (rule.method,) + FFT_METHODS},
-                     (rule.method,) + FFT_METHODS, source)
+        return _pick({m: costs[m] for m in (rule.method,) + spectral},
+                     (rule.method,) + spectral, source)
     return MethodChoice(rule.method, f"{rule.reason}; FFT estimated slower "
                         f"({costs[fastest_fft]:.3g} s vs {costs[rule.method]:.3g} s)", costs)
 

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 _BOUND_C = 4.0
+_THREADED = 1 << 18  # transform elements from which the FFT module's threads are used
 
 
 # -- the transform module ---------------------------------------------------
@@ -95,13 +96,20 @@ class _Spectra:
         self.kw = dict(_fft_kwargs(backend.fft))
         self.complex = complex_
 
+    def _options(self, a: Any, s: tuple[int, int]) -> dict[str, Any]:
+        # Threads pay off only on large transforms; on a busy machine a small
+        # threaded transform mostly waits for its second thread.
+        if self.kw and (a.size // max(a.shape[-1] * a.shape[-2], 1)) * s[0] * s[1] < _THREADED:
+            return {}
+        return self.kw
+
     def forward(self, a: Any, s: tuple[int, int]) -> Any:
         f = self.fft.fftn if self.complex else self.fft.rfftn
-        return f(a, s=s, axes=(-2, -1), **self.kw)
+        return f(a, s=s, axes=(-2, -1), **self._options(a, s))
 
     def inverse(self, a: Any, s: tuple[int, int]) -> Any:
         f = self.fft.ifftn if self.complex else self.fft.irfftn
-        return f(a, s=s, axes=(-2, -1), **self.kw)
+        return f(a, s=s, axes=(-2, -1), **self._options(a, s))
 
 
 # -- accuracy ---------------------------------------------------------------
