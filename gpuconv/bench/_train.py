@@ -120,8 +120,20 @@ def _torch_step(inputs, case, backend):
     return call
 
 
+def _torch_forward(inputs, case, backend):
+    torch = _torch()
+    x = torch.from_numpy(inputs["x_np"])
+    w = torch.from_numpy(inputs["w_np"])
+    b = torch.from_numpy(inputs["b_np"])
+
+    def call():
+        with torch.no_grad():
+            return torch.nn.functional.conv2d(x, w, b)
+    return call
+
+
 def register() -> None:
-    """Register the ``train-step`` grid and its columns (idempotent)."""
+    """Register the ``train-step`` and ``train-step-parts`` grids (idempotent)."""
     from ._registry import GRIDS
 
     if "train-step" in GRIDS:
@@ -131,14 +143,20 @@ def register() -> None:
                       "(NCHW, stride 1, no padding)",
         _cases, _setup,
         notes="gpuconv columns run gpuconv.nn.Conv2D forward and backward with that "
-              "method for all three convolutions; forward / weight-grad / input-grad "
-              "time the pieces of the 'auto' step. torch: conv2d + autograd backward "
-              "on the CPU."))
+              "method for all three convolutions. torch: conv2d + autograd backward on "
+              "the CPU."))
     for method in _GPUCONV_METHODS:
         register_column(grid.name, method, _step(method),
                         doc=f"nn.Conv2D(..., method={method!r}) forward + backward")
-    for part in ("forward", "weight-grad", "input-grad"):
-        register_column(grid.name, part, _part(part),
-                        doc=f"only the {part} convolution of the 'auto' step")
     register_column(grid.name, "torch", _torch_step, anchor=True,
                     doc="torch.nn.functional.conv2d + .backward() on the CPU")
+    parts = register_grid(Grid(
+        "train-step-parts", "Where a Conv2D training step's time goes (method='auto')",
+        _cases, _setup,
+        notes="The three convolutions of the gpuconv step, each timed alone; the ratios "
+              "compare pieces, not alternatives. torch-forward: conv2d without autograd."))
+    for part in ("forward", "weight-grad", "input-grad"):
+        register_column(parts.name, part, _part(part),
+                        doc=f"only the {part} convolution of the 'auto' step")
+    register_column(parts.name, "torch-forward", _torch_forward, anchor=True,
+                    doc="torch.nn.functional.conv2d(x, w, b) on the CPU, no autograd")
