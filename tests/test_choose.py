@@ -139,3 +139,22 @@ def test_cli_calibrate_writes_the_cache(tmp_path, capsys):
     assert main(["calibrate", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "costmodel.json" in out and (tmp_path / "cache" / "costmodel.json").exists()
+
+
+def test_measure_for_conv_transpose2d_is_reused_by_auto(rng, monkeypatch):
+    x = rng.standard_normal((2, 4, 9, 9))
+    w = rng.standard_normal((4, 3, 3, 3))
+    choice = gpuconv.choose_method("conv_transpose2d", x, w, stride=2, padding=1, measure=True)
+    assert choice.measured and choice.method in choice.measured
+    backend = get_backend_object("numpy")
+    seen = []
+    original = type(backend).conv_transpose2d
+
+    def spy(self, *args):
+        seen.append(args[7])
+        return original(self, *args)
+    monkeypatch.setattr(type(backend), "conv_transpose2d", spy)
+    out = gpuconv.conv_transpose2d(x, w, stride=2, padding=1)
+    assert seen == [choice.method]
+    np.testing.assert_allclose(out, gpuconv.conv_transpose2d(x, w, stride=2, padding=1,
+                                                             method="direct"), atol=1e-12)

@@ -128,6 +128,15 @@ def test_conv2d_matches_direct(backend, rng, method, case, dtype):
                  _generous_n((H + 4, W + 4), (kh * 2, kw * 2)))
 
 
+@pytest.mark.parametrize("method", FFT_METHODS)
+def test_conv2d_complex(rng, method):
+    x = rng.standard_normal((2, 4, 10, 9)) + 1j * rng.standard_normal((2, 4, 10, 9))
+    w = rng.standard_normal((6, 2, 3, 2)) + 1j * rng.standard_normal((6, 2, 3, 2))
+    out = gpuconv.conv2d(x, w, stride=(2, 1), padding=1, groups=2, method=method)
+    expected = gpuconv.conv2d(x, w, stride=(2, 1), padding=1, groups=2, method="direct")
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+
+
 def test_conv2d_matches_textbook_loops(rng):
     x = rng.standard_normal((3, 10, 9))
     w = rng.standard_normal((2, 3, 3, 2))
