@@ -81,6 +81,10 @@ def _run_tasks(fn: Callable[[Any], None], tasks: list[Any], threads: int) -> Non
 _BLOCK_ELEMENTS = 2**18
 # Below this many multiply-adds a call is over before threads could help.
 _THREAD_MIN_MACS = 2**21
+# Chunk sizes of the conv2d kernels when the scratch bound allows more:
+# BLAS reads a column buffer of a few MiB from the cache (set by measurement).
+_GEMM_CHUNK_BYTES = 2**22
+_DIRECT_CHUNK_BYTES = 2**23
 
 
 def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
@@ -125,84 +129,97 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
     return out
 
 
-# -- conv2d: implicit GEMM over flat, row-pitched images ----------------------------------
-def _flat_columns(xflat: np.ndarray, kh: int, kw: int, dilation: tuple[int, int], pitch: int,
-                  start: int, length: int) -> np.ndarray:
-    """View (n, G, kh, kw, Cg, length) of the taps' windows of a (n, G, Cg, H*pitch) array.
+# -- conv2d: implicit GEMM over channel-major, row-pitched images ----------------------
+def _channel_major(xpad: np.ndarray, groups: int, tail: int) -> np.ndarray:
+    """(G, C/G, N*Hp*Wp + tail): every channel's images end to end, then ``tail`` zeros.
 
-    For stride 1, output pixel (i, j) of every tap (u, v) reads flat position
-    (i*pitch + j) + (u*dh*pitch + v*dw): one contiguous run per channel and tap,
-    so copying the view is a handful of long memcpys.  Positions with
-    j >= Wo are garbage and are sliced off afterwards.
+    In this layout output pixel (n, i, j) of kernel tap (u, v) reads flat
+    position n*Hp*Wp + i*Wp + j + (u*dh*Wp + v*dw), so a tap's operand over a
+    run of pixels is one contiguous run per channel; positions with j >= Wo
+    (or i >= Ho) are computed and thrown away.
     """
-    n, G, Cg, _ = xflat.shape
-    sN, sG, sC, it = xflat.strides
-    base = xflat[:, :, :, start:]
-    return as_strided(base, shape=(n, G, kh, kw, Cg, length),
-                      strides=(sN, sG, dilation[0] * pitch * it, dilation[1] * it, sC, it),
+    N, C, Hp, Wp = xpad.shape
+    M = N * Hp * Wp
+    buf = np.empty((C, M + tail), dtype=xpad.dtype)
+    buf[:, :M].reshape(C, N, Hp, Wp)[...] = xpad.transpose(1, 0, 2, 3)
+    buf[:, M:] = 0
+    return buf.reshape(groups, C // groups, M + tail)
+
+
+def _taps_view(xcm: np.ndarray, kh: int, kw: int, dilation: tuple[int, int], Wp: int,
+               start: int, runs: int, run_stride: int, length: int) -> np.ndarray:
+    """View (G, kh, kw, Cg, runs, length) of the taps' operands, ``runs`` runs of ``length``."""
+    G, Cg, _ = xcm.shape
+    sG, sC, it = xcm.strides
+    return as_strided(xcm[:, :, start:], shape=(G, kh, kw, Cg, runs, length),
+                      strides=(sG, dilation[0] * Wp * it, dilation[1] * it, sC,
+                               run_stride * it, it),
                       writeable=False)
 
 
 def _strided_columns(xpad: np.ndarray, kh: int, kw: int, stride: tuple[int, int],
-                     dilation: tuple[int, int], G: int, r0: int, rows: int,
+                     dilation: tuple[int, int], G: int, n0: int, n1: int, r0: int, r1: int,
                      Wo: int) -> np.ndarray:
-    """View (n, G, kh, kw, Cg, rows, Wo) of im2col for output rows r0:r0+rows (any stride)."""
-    n, C, Hp, Wp = xpad.shape
+    """View (G, kh, kw, Cg, n, rows, Wo) of im2col for images n0:n1, output rows r0:r1."""
+    _, C, _, _ = xpad.shape
     sN, sC, sH, sW = xpad.strides
-    base = xpad[:, :, r0 * stride[0]:]
-    return as_strided(base, shape=(n, G, kh, kw, C // G, rows, Wo),
-                      strides=(sN, (C // G) * sC, dilation[0] * sH, dilation[1] * sW, sC,
+    base = xpad[n0:n1, :, r0 * stride[0]:]
+    return as_strided(base, shape=(G, kh, kw, C // G, n1 - n0, r1 - r0, Wo),
+                      strides=((C // G) * sC, dilation[0] * sH, dilation[1] * sW, sC, sN,
                                stride[0] * sH, stride[1] * sW),
                       writeable=False)
+
+
+def _chunks(N: int, rows: int, per_row: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """(n0, n1, r0, r1) chunks: whole images while ``budget`` allows, else row bands of one."""
+    per_image = per_row * rows
+    if per_image <= budget:
+        images = max(1, budget // max(per_image, 1))
+        return [(n, min(N, n + images), 0, rows) for n in range(0, N, images)]
+    band = max(1, budget // max(per_row, 1))
+    return [(n, n + 1, r, min(rows, r + band)) for n in range(N) for r in range(0, rows, band)]
 
 
 def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
                 dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
                 scratch_bytes: int) -> np.ndarray:
-    """im2col into a bounded buffer + one (batched over groups) matrix product per chunk.
+    """im2col into a bounded buffer + one matrix product (per group) per chunk.
 
-    Columns are (C_in/groups * kh * kw, pixels) per image: with stride 1 each
-    channel and tap is one contiguous run of the row-pitched image (see
-    :func:`_flat_columns`).  A chunk is some images or some output rows of
-    one image, sized so that the columns and the chunk's product stay under
-    ``scratch_bytes``.
+    Columns are (kh*kw*C_in/groups, pixels of the chunk): the pixels of
+    several images side by side, so one product covers the chunk.  With
+    stride 1 the columns come from the channel-major layout of
+    :func:`_channel_major` as long contiguous runs (rows pitched at the
+    padded width; the surplus columns are dropped at the end).  Chunks are
+    sized so that the column buffer stays under ``scratch_bytes``.
     """
     N, C, Hp, Wp = xpad.shape
     Cout, Cg, kh, kw = w.shape
     G = groups
     Coutg = Cout // G
     Ho, Wo = out_hw
-    K = Cg * kh * kw
+    K = kh * kw * Cg
     it = xpad.dtype.itemsize
-    # (G, Coutg, kh, kw, Cg) matches the columns' (G, kh, kw, Cg) order.
     wmat = np.ascontiguousarray(
         w.reshape(G, Coutg, Cg, kh, kw).transpose(0, 1, 3, 4, 2)).reshape(G, Coutg, K)
-    out = np.empty((N, G, Coutg, Ho, Wo), dtype=xpad.dtype)
     flat = stride == (1, 1)
     pitch = Wp if flat else Wo
-    bytes_per_row = (G * K + Cout) * pitch * it
-    rows = max(1, min(Ho, scratch_bytes // max(bytes_per_row, 1)))
-    images = max(1, min(N, scratch_bytes // max(bytes_per_row * Ho, 1))) if rows == Ho else 1
-    xflat = xpad.reshape(N, G, Cg, Hp * Wp) if flat else None
-    for n0 in range(0, N, images):
-        n1 = min(N, n0 + images)
-        nb = n1 - n0
-        for r0 in range(0, Ho, rows):
-            r1 = min(Ho, r0 + rows)
-            nr = r1 - r0
-            if flat:
-                # The last row needs only Wo columns: the window then ends
-                # exactly at the image's last pixel.
-                length = (nr - 1) * Wp + Wo
-                cols = _flat_columns(xflat[n0:n1], kh, kw, dilation, Wp, r0 * Wp, length)
-            else:
-                length = nr * Wo
-                cols = _strided_columns(xpad[n0:n1], kh, kw, stride, dilation, G, r0, nr, Wo)
-            cols = np.ascontiguousarray(cols).reshape(nb, G, K, length)
-            prod = np.empty((nb, G, Coutg, nr * pitch), dtype=xpad.dtype)
-            np.matmul(wmat, cols, out=prod[..., :length])
-            out[n0:n1, :, :, r0:r1] = prod.reshape(nb, G, Coutg, nr, pitch)[..., :Wo]
-    return out.reshape(N, Cout, Ho, Wo)
+    # The columns, and the chunk's product before it is scattered to ``res``.
+    per_row = (G * K + Cout) * pitch * it
+    budget = min(scratch_bytes, _GEMM_CHUNK_BYTES)
+    res = np.empty((G, Coutg, N, Ho * pitch), dtype=xpad.dtype)
+    xcm = _channel_major(xpad, G, (kw - 1) * dilation[1]) if flat else None
+    for n0, n1, r0, r1 in _chunks(N, Ho, per_row, budget):
+        nb, nr = n1 - n0, r1 - r0
+        if flat:
+            cols = _taps_view(xcm, kh, kw, dilation, Wp, n0 * Hp * Wp + r0 * Wp, nb, Hp * Wp,
+                              nr * Wp)
+        else:
+            cols = _strided_columns(xpad, kh, kw, stride, dilation, G, n0, n1, r0, r1, Wo)
+        cols = np.ascontiguousarray(cols).reshape(G, K, nb * nr * pitch)
+        prod = np.matmul(wmat, cols)
+        res[:, :, n0:n1, r0 * pitch:r1 * pitch] = prod.reshape(G, Coutg, nb, nr * pitch)
+    out = res.reshape(Cout, N, Ho, pitch)[..., :Wo].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out)
 
 
 def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
@@ -210,9 +227,10 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
                   scratch_bytes: int) -> np.ndarray:
     """Accumulate one (C_out x C_in) matrix product per kernel tap, no column buffer.
 
-    With stride 1 every tap's operand is a strided view of the row-pitched
-    images that BLAS reads in place; the accumulator is cut into chunks of
-    images so that it and one tap's product stay in cache.
+    With stride 1 each tap's operand is a strided view of the channel-major
+    images (:func:`_channel_major`) that BLAS reads in place: no copies but
+    the accumulation, at the price of computing the padded rows and columns
+    too.  Chunks of whole images keep the accumulator near the cache.
     """
     N, C, Hp, Wp = xpad.shape
     Cout, Cg, kh, kw = w.shape
@@ -223,23 +241,27 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
         return _generic.conv2d_direct(np, xpad, w, stride, dilation, groups, out_hw)
     it = xpad.dtype.itemsize
     wt = np.ascontiguousarray(w.reshape(G, Coutg, Cg, kh, kw).transpose(3, 4, 0, 1, 2))
-    xflat = xpad.reshape(N, G, Cg, Hp * Wp)
-    length = (Ho - 1) * Wp + Wo
-    per_image = 2 * Cout * Ho * Wp * it
-    images = max(1, min(N, min(scratch_bytes, 2**21) // max(per_image, 1)))
-    out = np.empty((N, G, Coutg, Ho, Wo), dtype=xpad.dtype)
+    tail = (kh - 1) * dilation[0] * Wp + (kw - 1) * dilation[1]
+    xcm = _channel_major(xpad, G, tail)
+    img = Hp * Wp
+    budget = min(scratch_bytes, _DIRECT_CHUNK_BYTES)
+    images = max(1, min(N, budget // max(2 * Cout * img * it, 1)))
+    res = np.empty((G, Coutg, N * img), dtype=xpad.dtype)
+    tmp = np.empty((G, Coutg, images * img), dtype=xpad.dtype)
     for n0 in range(0, N, images):
-        n1 = min(N, n0 + images)
-        acc = np.zeros((n1 - n0, G, Coutg, Ho * Wp), dtype=xpad.dtype)
-        tmp = np.empty_like(acc)
-        a, t = acc[..., :length], tmp[..., :length]
+        m0, m1 = n0 * img, min(N, n0 + images) * img
+        acc = res[:, :, m0:m1]
+        t = tmp[:, :, :m1 - m0]
+        first = True
         for u in range(kh):
             for v in range(kw):
                 off = u * dilation[0] * Wp + v * dilation[1]
-                np.matmul(wt[u, v], xflat[n0:n1, :, :, off:off + length], out=t)
-                np.add(a, t, out=a)
-        out[n0:n1] = acc.reshape(n1 - n0, G, Coutg, Ho, Wp)[..., :Wo]
-    return out.reshape(N, Cout, Ho, Wo)
+                np.matmul(wt[u, v], xcm[:, :, m0 + off:m1 + off], out=acc if first else t)
+                if not first:
+                    np.add(acc, t, out=acc)
+                first = False
+    out = res.reshape(Cout, N, Hp, Wp)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out)
 
 
 def conv_transpose_as_conv(x: np.ndarray, w: np.ndarray, padding: tuple[int, int],
