@@ -96,6 +96,7 @@ def _run_case(grid: Grid, case: Case, columns: list[str], backend: Any, settings
     for name in active:
         res = results[name]
         res["median_s"] = statistics.median(res["samples"])
+        res["min_s"] = min(res["samples"])
         history[(name, case.family)] = (case.work, res["median_s"])
     measured = {n: r["median_s"] for n, r in results.items() if r["status"] in ("ok", "capped")}
     fastest = min(measured, key=measured.get) if measured else None
