@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "LocalCluster (needs the 'dask' extra; heavy, minutes)")
     bench.add_argument("--plot", metavar="PATH",
                        help="also write the direct-vs-FFT crossover plot (PNG; needs matplotlib)")
+    bench.add_argument("--grid", action="append", metavar="NAME",
+                       help="run only this grid (repeatable): planes, conv2d, ...")
+    bench.add_argument("--column", action="append", metavar="NAME",
+                       help="run only this column (repeatable)")
+    bench.add_argument("--threads", type=int, metavar="N",
+                       help="threads for gpuconv, torch and BLAS (default: each library's own)")
+    bench.add_argument("--repeat", type=int, metavar="N", help="samples per cell (default 5)")
+    bench.add_argument("--cap", type=float, metavar="SECONDS",
+                       help="a longer single call is timed once; predicted longer: extrapolated")
+    bench.add_argument("--note", action="append", default=[],
+                       help="a line of context recorded with the results (repeatable)")
     bench.set_defaults(func=_cmd_bench)
 
     check = sub.add_parser("check", help="check the chapter's claims (commutativity, the "
