@@ -109,9 +109,11 @@ def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
     feats = _costmodel.planes_features(backend, B, tuple(x_shape[-2:]), tuple(w_shape),
                                        tuple(out_shape), np.dtype(dtype).kind == "c")
     costs = _costmodel.estimate(constants, "planes", feats)
+    # One kernel makes im2col a matrix-vector product that moves kh*kw times the data
+    # shift-and-add does: its estimate is reported, but it is not a candidate.
     if exact:
-        return _pick(costs, ("direct", "gemm"), source, _EXACT)
-    return _pick(costs, ("direct", "gemm") + FFT_METHODS, source)
+        return _pick(costs, ("direct",), source, _EXACT)
+    return _pick(costs, ("direct",) + FFT_METHODS, source)
 
 
 def _conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact):
@@ -305,7 +307,8 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
         return _MEASURED[key]
     costs = model.costs or {model.method: 0.0}
     best_est = min(costs.values())
-    allowed = ("direct", "gemm") if exact else ("direct", "gemm") + FFT_METHODS
+    allowed = (("direct", "gemm") if exact else ("direct", "gemm") + FFT_METHODS) if \
+        op in ("conv2d", "conv_transpose2d") else (("direct",) if exact else ("direct",) + FFT_METHODS)
     candidates = [m for m in allowed if m in costs and costs[m] <= 20 * best_est] or [model.method]
     measured = {}
     for m in candidates:
