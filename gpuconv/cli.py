@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, metavar="N", help="samples per cell (default 5)")
     bench.add_argument("--cap", type=float, metavar="SECONDS",
                        help="a longer single call is timed once; predicted longer: extrapolated")
+    bench.add_argument("--tag", help="suffix of the result files' names (several runs a day)")
     bench.add_argument("--note", action="append", default=[],
                        help="a line of context recorded with the results (repeatable)")
     bench.set_defaults(func=_cmd_bench)

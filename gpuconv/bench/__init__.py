@@ -61,7 +61,7 @@ def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
         columns: Sequence[str] | None = None, quick: bool = False,
         settings: Settings | None = None, threads: int | None = None,
         out: str | os.PathLike[str] | None = None, progress: Any = None,
-        notes: Sequence[str] = ()) -> dict[str, Any]:
+        notes: Sequence[str] = (), tag: str | None = None) -> dict[str, Any]:
     """Run the benchmark grids and return (and, with ``out``, write) the report.
 
     Parameters
@@ -79,9 +79,13 @@ def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
         Threads for gpuconv's NumPy backend, for torch and (with threadpoolctl)
         for BLAS; default: leave every library's own default.
     out : path, optional
-        Directory for ``<device>-<date>.json`` and ``.md``.
+        Directory for ``<device>-<date>[-<tag>].json`` and ``.md``.
     progress : callable, optional
         Called with one line of text per finished case.
+    notes : sequence of str
+        Context recorded with the results.
+    tag : str, optional
+        Suffix of the file names, to keep several runs of one day apart.
 
     Returns
     -------
@@ -135,6 +139,8 @@ def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
         stem = re.sub(r"[^A-Za-z0-9]+", "-", report["device"]).strip("-") + "-" + today()
         if quick:
             stem = "quick-" + stem
+        if tag:
+            stem += "-" + re.sub(r"[^A-Za-z0-9]+", "-", tag).strip("-")
         paths = write_results(report, out, stem)
         report["files"] = [str(p) for p in paths]
     return report
@@ -172,6 +178,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         parser.add_argument("--plot", metavar="PATH",
                             help="also write the direct-vs-FFT crossover plot of the planes grid "
                                  "as PNG (needs matplotlib)")
+    if "tag" not in opts:
+        parser.add_argument("--tag", help="suffix of the result files' names")
     if "note" not in opts:
         parser.add_argument("--note", action="append", default=[],
                             help="a line of context to record with the results (repeatable)")
@@ -193,7 +201,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         settings = base
     report = run(backend=get("backend"), grids=get("grid"), columns=get("column"),
                  quick=get("quick"), settings=settings, threads=get("threads"),
-                 out=get("out"), notes=get("note") or (),
+                 out=get("out"), notes=get("note") or (), tag=get("tag"),
                  progress=lambda line: print(line, flush=True))
     print(to_markdown(report))
     for path in report.get("files", []):
