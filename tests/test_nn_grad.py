@@ -101,6 +101,28 @@ def test_conv2d_finite_differences(backend, rng, name, kwargs, shape):
     check_layer(layer, rng.standard_normal(shape), rng, backend)
 
 
+@pytest.mark.parametrize("name,kwargs,shape", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_weight_grad_rowpitched_equals_conv2d(backend, rng, name, kwargs, shape):
+    # 'auto' computes small-stride weight gradients as matrix products over the
+    # row-pitched input; that must be the conv2d of the swapped arrays.
+    from gpuconv.conv import _resolve_padding
+    from gpuconv.nn.functional import conv2d_weight_grad
+
+    layer = nn.Conv2D(**kwargs, seed=rng, dtype=np.float64, backend=backend.name)
+    x = rng.standard_normal(shape)
+    x = x if x.ndim == 4 else x[None]
+    y = layer(backend.asarray(x))
+    g = backend.asarray(rng.standard_normal(tuple(y.shape)))
+    pads = _resolve_padding(layer.padding, x.shape[-2:], layer.kernel_size, layer.stride,
+                            layer.dilation)
+    common = dict(stride=layer.stride, pads=pads, dilation=layer.dilation, groups=layer.groups,
+                  padding_mode=layer.padding_mode)
+    auto = conv2d_weight_grad(backend.asarray(x), g, layer.kernel_size, **common)
+    direct = conv2d_weight_grad(backend.asarray(x), g, layer.kernel_size, **common,
+                                method="direct")
+    np.testing.assert_allclose(_to_np(auto), _to_np(direct), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", ["direct", "gemm"])
 def test_conv2d_gradient_is_method_independent(backend, rng, method):
     # The three convolutions of a step run with the layer's method; each must
