@@ -70,8 +70,9 @@ def _pick(costs: dict[str, float], allowed: tuple[str, ...], source: str,
     best = ranked[0]
     if len(ranked) > 1:
         runner = ranked[1]
-        reason = (f"{best}: estimated {costs[best]:.3g} s, {costs[runner] / max(costs[best], 1e-12):.2g}x "
-                  f"faster than {runner} ({costs[runner]:.3g} s); cost model: {source}")
+        ratio = costs[runner] / max(costs[best], 1e-12)
+        reason = (f"{best}: estimated {costs[best]:.3g} s, {ratio:.2g}x faster than {runner} "
+                  f"({costs[runner]:.3g} s); cost model: {source}")
     else:
         reason = f"{best}: the only candidate; cost model: {source}"
     if why_not_fft:
@@ -307,8 +308,8 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
         return _MEASURED[key]
     costs = model.costs or {model.method: 0.0}
     best_est = min(costs.values())
-    allowed = (("direct", "gemm") if exact else ("direct", "gemm") + FFT_METHODS) if \
-        op in ("conv2d", "conv_transpose2d") else (("direct",) if exact else ("direct",) + FFT_METHODS)
+    exact_methods = ("direct", "gemm") if op in ("conv2d", "conv_transpose2d") else ("direct",)
+    allowed = exact_methods if exact else exact_methods + FFT_METHODS
     candidates = [m for m in allowed if m in costs and costs[m] <= 20 * best_est] or [model.method]
     measured = {}
     for m in candidates:

@@ -214,9 +214,10 @@ def _contract(xp: Any, X: Any, Wf: Any) -> Any:
     # Frequency-major copies make every per-frequency matrix contiguous for the
     # batched product, and the result is copied back so the inverse transform
     # reads contiguous planes.
-    Xm = xp.ascontiguousarray(xp.transpose(X.reshape(N, G, Ci, F), (3, 1, 2, 0)))  # (F, G, Ci, N)
-    Wm = xp.ascontiguousarray(xp.transpose(Wf.reshape(G, Co, Ci, F), (3, 0, 1, 2)))  # (F, G, Co, Ci)
-    Y = xp.ascontiguousarray(xp.transpose(xp.matmul(Wm, Xm), (3, 1, 2, 0)))  # (N, G, Co, F)
+    # Xm (F, G, Ci, N), Wm (F, G, Co, Ci), Y (N, G, Co, F).
+    Xm = xp.ascontiguousarray(xp.transpose(X.reshape(N, G, Ci, F), (3, 1, 2, 0)))
+    Wm = xp.ascontiguousarray(xp.transpose(Wf.reshape(G, Co, Ci, F), (3, 0, 1, 2)))
+    Y = xp.ascontiguousarray(xp.transpose(xp.matmul(Wm, Xm), (3, 1, 2, 0)))
     return Y.reshape((N, G, Co) + tuple(fshape))
 
 
@@ -283,7 +284,8 @@ def _correlate_oa(backend: Any, x: Any, w: Any, top: tuple[int, int],
     for r0 in range(0, nbh, step):
         r1 = min(nbh, r0 + step)
         R = r1 - r0
-        blocks = xp.transpose(xb[:, :, :, r0:r1], (0, 3, 5, 1, 2, 4, 6))  # (N, R, nbw, G, Ci, bh, bw)
+        # (N, R, nbw, G, Ci, bh, bw): every block of the chunk is one plane of the batch.
+        blocks = xp.transpose(xb[:, :, :, r0:r1], (0, 3, 5, 1, 2, 4, 6))
         blocks = blocks.reshape(N * R * nbw, G, Ci, bh, bw)
         Y = sp.inverse(_contract(xp, sp.forward(blocks, s), Wf), s)
         Y = Y[..., :bh + th, :bw + tw].reshape(N, R, nbw, G, Co, bh + th, bw + tw)

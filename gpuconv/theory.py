@@ -101,7 +101,8 @@ def _gamma(n: int, dtype: Any = np.float64) -> float:
     return n * u / (1 - n * u)
 
 
-def _result(claim: str, err: float, tol: float, detail: str = "", extra: bool = True) -> ClaimResult:
+def _result(claim: str, err: float, tol: float, detail: str = "",
+            extra: bool = True) -> ClaimResult:
     err = float(err)
     return ClaimResult(claim, err, float(tol), bool(err <= tol and extra), detail)
 
