@@ -80,7 +80,7 @@ def _run_tasks(fn: Callable[[Any], None], tasks: list[Any], threads: int) -> Non
 # dominates) and 2**20.
 _BLOCK_ELEMENTS = 2**18
 # Below this many multiply-adds a call is over before threads could help.
-_THREAD_MIN_MACS = 2**21
+_THREAD_MIN_MACS = 2**22
 # Largest chunk of the conv2d kernels when the scratch bound allows more.
 # Each BLAS call wakes BLAS's threads; on a busy machine a call can wait a
 # scheduler slice for a descheduled worker, so fewer, larger calls win:
