@@ -114,7 +114,7 @@ def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
     # shift-and-add does: its estimate is reported, but it is not a candidate.
     if exact:
         return _pick(costs, ("direct",), source, _EXACT)
-    return _pick(costs, ("direct",) + FFT_METHODS, source)
+    return _pick(costs, tuple(m for m in ("direct",) + FFT_METHODS if m in costs), source)
 
 
 def _conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact):
@@ -154,6 +154,8 @@ def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exac
     costs = _costmodel.estimate(constants, "conv2d", feats)
     if exact:
         return MethodChoice(rule.method, f"{rule.reason}; {_EXACT}", costs)
+    if "fft" not in costs:
+        return MethodChoice(rule.method, f"{rule.reason}; the backend has no FFT module", costs)
     spectral = FFT_METHODS
     if out_hw[0] * out_hw[1] * stride[0] * stride[1] < _OA_MIN_PIXELS:
         # Blocking small planes only adds per-block work to a transform that is small anyway.

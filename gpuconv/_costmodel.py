@@ -35,6 +35,7 @@ __all__ = [
     "conv2d_features",
     "estimate",
     "calibrate",
+    "has_fft",
 ]
 
 CACHE_VERSION = 3
@@ -156,6 +157,27 @@ def _save(device_key: str, constants: dict[str, Any], meta: dict[str, Any]) -> P
 
 
 # -- features ---------------------------------------------------------------------
+_HAS_FFT: dict[tuple[Any, ...], bool] = {}
+
+
+def has_fft(backend: Any) -> bool:
+    """Whether the backend provides a working FFT module.
+
+    A registered backend may have none, and CuPy's may be missing its cuFFT library.
+    """
+    key = (type(backend), backend.name, backend.device_key())
+    hit = _HAS_FFT.get(key)
+    if hit is None:
+        try:
+            fft = backend.fft
+            # One tiny transform, once: a library can import and still lack its FFT binary.
+            hit = fft is not None and fft.rfftn(backend.xp.zeros((2, 2))).shape == (2, 2)
+        except (NotImplementedError, ImportError, OSError):
+            hit = False
+        _HAS_FFT[key] = hit
+    return hit
+
+
 def _nlogn(n: int) -> float:
     return n * math.log2(max(n, 2))
 
@@ -168,6 +190,14 @@ def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[in
     (H, W), (kh, kw), (oh, ow) = in_hw, k_hw, out_hw
     K = kh * kw
     P = B * oh * ow
+    # Shift-and-add streams the whole plane once per tap: out of cache it is memory-bound.
+    big = P * K if B * H * W * 4 > _CACHE_BYTES else 0
+    direct = {
+        "direct": {"mac": P * K, "mac_big": big, "tap": K, "call": 1},
+        "gemm": {"mac": P * K, "call": 1},
+    }
+    if not has_fft(backend):
+        return direct
     # The engine's alias-free size is about the input plus the part of the kernel
     # hanging outside it; mode "valid" needs only the input.
     top_h = max(oh + kh - 1 - H, 0)
@@ -178,11 +208,8 @@ def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[in
     bh, bw = nb[0] - kh + 1, nb[1] - kw + 1
     blocks = -(-(H + top_h) // bh) * -(-(W + top_w) // bw)
     m = nb[0] * nb[1]
-    # Shift-and-add streams the whole plane once per tap: out of cache it is memory-bound.
-    big = P * K if B * H * W * 4 > _CACHE_BYTES else 0
     return {
-        "direct": {"mac": P * K, "mac_big": big, "tap": K, "call": 1},
-        "gemm": {"mac": P * K, "call": 1},
+        **direct,
         "fft": {"nlogn": (2 * B + 1) * _nlogn(n), "call": 1},
         "overlap-add": {"nlogn": (2 * B * blocks + 1) * _nlogn(m), "block": B * blocks,
                         "call": 1},
@@ -202,6 +229,12 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
     K = kh * kw
     M = N * Ho * Wo
     macs = M * Cout * Cg * K
+    direct = {
+        "direct": {"mac": macs, "move": M * (C + Cout) * K, "tap": K, "call": 1},
+        "gemm": {"mac": macs, "move": M * C * K, "call": 1},
+    }
+    if not has_fft(backend):
+        return direct
     S = stride[0] * stride[1]
     # Polyphase: S phases become input channels of planes S times smaller.
     hq, wq = -(-H // stride[0]), -(-W // stride[1])
@@ -216,8 +249,7 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
     mf = nb[0] * (nb[1] // 2 + 1)
     transforms = N * G * cin + N * Cout
     return {
-        "direct": {"mac": macs, "move": M * (C + Cout) * K, "tap": K, "call": 1},
-        "gemm": {"mac": macs, "move": M * C * K, "call": 1},
+        **direct,
         "fft": {"nlogn": transforms * _nlogn(n) + Cout * cin * _nlogn(n),
                 "cmac": N * Cout * cin * nf, "call": 1},
         "overlap-add": {"nlogn": transforms * blocks * _nlogn(m) + Cout * cin * _nlogn(m),
@@ -230,6 +262,8 @@ def estimate(constants: dict[str, dict[str, list[float]]], family: str,
     """Estimated seconds of each method."""
     out = {}
     for method, names in FEATURES[family].items():
+        if method not in features:
+            continue
         c = constants[family][method]
         f = features[method]
         out[method] = float(sum(ci * f[name] for ci, name in zip(c, names)))
@@ -314,7 +348,7 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
             w = backend.asarray(rng.standard_normal((k, k), dtype=np.float32))
             feats = planes_features(backend, B, (H, W), (k, k), (H - k + 1, W - k + 1), False)
             for method in FEATURES["planes"]:
-                if method == "gemm" and B * H * W > _GEMM_MAX_PIXELS:
+                if method not in feats or (method == "gemm" and B * H * W > _GEMM_MAX_PIXELS):
                     continue
 
                 def call(method=method):
@@ -325,8 +359,10 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
                 times[method].append(t)
                 timings["planes"].append([[B, H, W, k], method, t])
             say(f"planes {B}x{H}x{W} k{k}")
+        defaults, _ = load_constants(key)
         for method, names in FEATURES["planes"].items():
-            constants["planes"][method] = _fit(rows[method], times[method], names)
+            constants["planes"][method] = (_fit(rows[method], times[method], names)
+                                           if rows[method] else defaults["planes"][method])
 
         rows = {m: [] for m in FEATURES["conv2d"]}
         times = {m: [] for m in FEATURES["conv2d"]}
@@ -337,6 +373,9 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
             feats = conv2d_features(backend, (N, C, H, W), (Co, C, k, k), out_hw, (s, s), 1,
                                     False)
             for method in FEATURES["conv2d"]:
+                if method not in feats:
+                    continue
+
                 def call(method=method):
                     out = gpuconv.conv2d(x, w, stride=s, method=method)
                     backend.to_numpy(out[..., :1, :1])
@@ -346,7 +385,8 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
                 timings["conv2d"].append([[N, C, H, W, Co, k, s], method, t])
             say(f"conv2d ({N},{C},{H},{W})->{Co} k{k} s{s}")
         for method, names in FEATURES["conv2d"].items():
-            constants["conv2d"][method] = _fit(rows[method], times[method], names)
+            constants["conv2d"][method] = (_fit(rows[method], times[method], names)
+                                           if rows[method] else defaults["conv2d"][method])
 
     for family in ("planes", "conv2d"):
         for method, names in FEATURES[family].items():
@@ -356,7 +396,7 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
                 if m == method:
                     f = _row_features(backend, family, shape)[method]
                     rel.append(abs(sum(ci * f[n] for ci, n in zip(c, names)) - t) / t)
-            fit_error[family][method] = float(np.median(rel))
+            fit_error[family][method] = float(np.median(rel)) if rel else float("nan")
     meta = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "numpy": np.__version__}
     path = _save(key, constants, meta) if save else None

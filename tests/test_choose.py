@@ -158,3 +158,23 @@ def test_measure_for_conv_transpose2d_is_reused_by_auto(rng, monkeypatch):
     assert seen == [choice.method]
     np.testing.assert_allclose(out, gpuconv.conv_transpose2d(x, w, stride=2, padding=1,
                                                              method="direct"), atol=1e-12)
+
+
+def test_backend_without_fft_never_gets_an_fft_method():
+    from gpuconv.backends.numpy import NumpyBackend
+
+    class NoFFT(NumpyBackend):
+        name = "nofft"
+
+        @property
+        def fft(self):
+            raise NotImplementedError("no FFT here")
+
+    backend = NoFFT()
+    assert not _costmodel.has_fft(backend) and _costmodel.has_fft(get_backend_object("numpy"))
+    planes = _choose.choose_planes_method(backend, (1, 512, 512), (31, 31), (482, 482),
+                                          np.dtype(np.float64), "fill", False)
+    assert planes.method == "direct" and set(planes.costs) == {"direct", "gemm"}
+    conv = _choose.choose_conv2d_method(backend, (1, 1, 512, 512), (2, 1, 41, 41), (472, 472),
+                                        (1, 1), 1, np.dtype(np.float64), False)
+    assert conv.method in ("direct", "gemm") and "no FFT" in conv.reason
