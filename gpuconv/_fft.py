@@ -272,33 +272,48 @@ def _correlate_oa(backend: Any, x: Any, w: Any, top: tuple[int, int],
     s = oa_block_shape(backend, (H, W), (kh, kw), real=not complex_)
     bh, bw = s[0] - kh + 1, s[1] - kw + 1
     nbh, nbw = -(-H // bh), -(-W // bw)
-    # Only the block rows whose outputs reach the requested window matter.
     sp = _Spectra(backend, complex_)
     Wf = sp.forward(w[..., ::-1, ::-1], s)
     xb = extend_planes(xp, x, 0, nbh * bh - H, 0, nbw * bw - W, "fill", 0)
     xb = xb.reshape(N, G, Ci, nbh, bh, nbw, bw)
     canvas = xp.zeros((N, G, Co, nbh + 1, bh, nbw + 1, bw), dtype=x.dtype)
     th, tw = kh - 1, kw - 1
-    per_row = N * nbw * G * (Ci + Co) * Wf.shape[-2] * Wf.shape[-1] * 2 * Wf.dtype.itemsize
-    step = _rows_of(nbh, per_row, scratch_bytes)
-    for r0 in range(0, nbh, step):
-        r1 = min(nbh, r0 + step)
-        R = r1 - r0
-        # (N, R, nbw, G, Ci, bh, bw): every block of the chunk is one plane of the batch.
-        blocks = xp.transpose(xb[:, :, :, r0:r1], (0, 3, 5, 1, 2, 4, 6))
-        blocks = blocks.reshape(N * R * nbw, G, Ci, bh, bw)
-        Y = sp.inverse(_contract(xp, sp.forward(blocks, s), Wf), s)
-        Y = Y[..., :bh + th, :bw + tw].reshape(N, R, nbw, G, Co, bh + th, bw + tw)
-        Y = xp.transpose(Y, (0, 3, 4, 1, 5, 2, 6))  # (N, G, Co, R, bh+th, nbw, bw+tw)
-        canvas[:, :, :, r0:r1, :, :nbw, :] += Y[:, :, :, :, :bh, :, :bw]
-        if th:
-            canvas[:, :, :, r0 + 1:r1 + 1, :th, :nbw, :] += Y[:, :, :, :, bh:, :, :bw]
-        if tw:
-            canvas[:, :, :, r0:r1, :, 1:, :tw] += Y[:, :, :, :, :bh, :, bw:]
-        if th and tw:
-            canvas[:, :, :, r0 + 1:r1 + 1, :th, 1:, :tw] += Y[:, :, :, :, bh:, :, bw:]
+    # Scratch of one block row of one image: block spectra (in and out) and real blocks.
+    per_row = nbw * G * ((Ci + Co) * Wf.shape[-2] * Wf.shape[-1] * 2 * Wf.dtype.itemsize
+                         + (Ci + 2 * Co) * s[0] * s[1] * x.dtype.itemsize)
+    if per_row * nbh <= scratch_bytes:
+        images, step = _rows_of(N, per_row * nbh, scratch_bytes), nbh
+    else:
+        images, step = 1, _rows_of(nbh, per_row, scratch_bytes)
+    for n0 in range(0, N, images):
+        n1 = min(N, n0 + images)
+        for r0 in range(0, nbh, step):
+            r1 = min(nbh, r0 + step)
+            _oa_chunk(xp, sp, xb[n0:n1, :, :, r0:r1], Wf, s, (bh, bw), (th, tw),
+                      canvas[n0:n1, :, :, r0:r1 + 1])
     full = canvas.reshape(N, G, Co, (nbh + 1) * bh, (nbw + 1) * bw)
     return xp.ascontiguousarray(full[..., p0[0]:p0[0] + oh, p0[1]:p0[1] + ow])
+
+
+def _oa_chunk(xp: Any, sp: _Spectra, xb: Any, Wf: Any, s: tuple[int, int],
+              b: tuple[int, int], t: tuple[int, int], canvas: Any) -> None:
+    """Add the full correlations of the blocks ``xb`` (n, G, Ci, R, bh, nbw, bw) into
+    ``canvas`` (n, G, Co, R + 1, bh, nbw + 1, bw): each block's tail overlaps its neighbours."""
+    n, G, Ci, R, bh, nbw, bw = xb.shape
+    Co = Wf.shape[1]
+    th, tw = t
+    # (n, R, nbw, G, Ci, bh, bw): every block of the chunk is one plane of the batch.
+    blocks = xp.transpose(xb, (0, 3, 5, 1, 2, 4, 6)).reshape(n * R * nbw, G, Ci, bh, bw)
+    Y = sp.inverse(_contract(xp, sp.forward(blocks, s), Wf), s)
+    Y = Y[..., :bh + th, :bw + tw].reshape(n, R, nbw, G, Co, bh + th, bw + tw)
+    Y = xp.transpose(Y, (0, 3, 4, 1, 5, 2, 6))  # (n, G, Co, R, bh+th, nbw, bw+tw)
+    canvas[:, :, :, :R, :, :nbw, :] += Y[:, :, :, :, :bh, :, :bw]
+    if th:
+        canvas[:, :, :, 1:, :th, :nbw, :] += Y[:, :, :, :, bh:, :, :bw]
+    if tw:
+        canvas[:, :, :, :R, :, 1:, :tw] += Y[:, :, :, :, :bh, :, bw:]
+    if th and tw:
+        canvas[:, :, :, 1:, :th, 1:, :tw] += Y[:, :, :, :, bh:, :, bw:]
 
 
 _ENGINES = {"fft": _correlate_fft, "overlap-add": _correlate_oa}

@@ -180,3 +180,25 @@ def test_transform_sizes_are_fast_and_alias_free():
     backend = get_backend_object("numpy")
     nh, nw = _fft.oa_block_shape(backend, (4096, 4096), (31, 31))
     assert nh >= 2 * 31 - 1 and nh < 4096  # blocks: bounded memory, tails overlap one neighbour
+
+
+def test_overlap_add_scratch_stays_bounded(rng):
+    import tracemalloc
+
+    x = rng.standard_normal((3, 600, 500))
+    w = rng.standard_normal((5, 5))
+    expected = gpuconv.correlate2d(x, w, "same", method="direct")
+    out_bytes = expected.nbytes
+    peaks = {}
+    for limit in (2**20, 64 * 2**20):
+        with gpuconv.scratch_limit(limit):
+            gpuconv.correlate2d(x[:1, :64, :64], w, method="overlap-add")  # plans, caches
+            tracemalloc.start()
+            out = gpuconv.correlate2d(x, w, "same", method="overlap-add")
+            peaks[limit] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        np.testing.assert_allclose(out, expected, atol=1e-10)
+    # Input extension, block canvas and output are each about the input's size; the rest is
+    # scratch, which the small limit bounds (the large one lets all images go at once).
+    assert peaks[2**20] < 4 * out_bytes + 4 * 2**20, peaks
+    assert peaks[2**20] < peaks[64 * 2**20], peaks
