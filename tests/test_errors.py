@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.signal
 
 import gpuconv
 
@@ -188,10 +189,18 @@ def test_table_has_at_least_25_cases():
     assert len(CASES) >= 25
 
 
-def test_fft_method_is_a_clear_not_implemented_error_or_works():
-    # Until the FFT method lands, the name is reserved with a clear message.
-    try:
-        gpuconv.correlate2d(X2, K2, method="fft")
-    except NotImplementedError as exc:
-        assert "method='fft'" in str(exc) and "direct" in str(exc)
+def test_fft_method_on_a_backend_without_fft_says_what_to_use_instead():
+    from gpuconv.backends import ArrayBackend
 
+    class NoFFT(ArrayBackend):
+        name = "no-fft-for-errors"
+        xp = np
+
+    gpuconv.register_backend(NoFFT.name, NoFFT, replace=True)
+    with gpuconv.set_backend(NoFFT.name):
+        for method in ("fft", "overlap-add"):
+            with pytest.raises(NotImplementedError, match="no FFT module.*method='direct'"):
+                gpuconv.correlate2d(X2, K2, method=method)
+        # 'auto' never picks a method the backend cannot run.
+        expected = scipy.signal.correlate2d(X2, K2)
+        np.testing.assert_allclose(gpuconv.correlate2d(X2, K2), expected, rtol=1e-12)

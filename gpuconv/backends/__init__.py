@@ -63,7 +63,10 @@ class ArrayBackend:
 
     @property
     def fft(self) -> Any:
-        raise NotImplementedError(f"backend {self.name!r} provides no FFT module")
+        raise NotImplementedError(
+            f"backend {self.name!r} provides no FFT module, so method='fft' and "
+            "method='overlap-add' cannot run on it; use method='direct' or method='gemm' instead"
+        )
 
     def asarray(self, x: Any) -> Any:
         return self.xp.asarray(x)
