@@ -84,7 +84,19 @@ def _direct_vs_fft(xp: Any, rng: np.random.Generator, sync: Callable[[], None]) 
 
 
 def save_figure(path: str, X: np.ndarray, Y: np.ndarray, learned: EdgeKernelResult) -> None:
-    """Input, its edges, the learned kernel and the loss curve, as one PNG (needs matplotlib)."""
+    """Input, its edges, the learned kernel and the loss curve, as one PNG (needs matplotlib).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Where the PNG goes.
+    X : numpy.ndarray
+        The input image.
+    Y : numpy.ndarray
+        Its edges, ``corr2d(X, K)``.
+    learned : EdgeKernelResult
+        What :func:`gpuconv.examples.learn_edge_kernel` returned.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +126,20 @@ def save_figure(path: str, X: np.ndarray, Y: np.ndarray, learned: EdgeKernelResu
 
 
 def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
-    """Print the tour; return the process exit code."""
+    """Print the tour (``gpuconv demo``).
+
+    Parameters
+    ----------
+    backend : str, optional
+        The backend to run on (default ``"numpy"``).
+    plot : str, optional
+        Also save :func:`save_figure` there.
+
+    Returns
+    -------
+    int
+        The process exit code: 0, or 1 when ``plot`` needs matplotlib and it is missing.
+    """
     with _backend.set_backend(backend):
         be = _backend.get_backend_object(backend)
         xp = be.xp

@@ -42,6 +42,15 @@ EDGE_KERNEL = np.array([[1.0, -1.0]])
 def edge_image(height: int = 6, width: int = 8) -> np.ndarray:
     """The chapter's image: ones, with columns 2..5 set to zero (two vertical edges).
 
+    Parameters
+    ----------
+    height, width : int, optional
+        Its size (default 6x8, as in the chapter).
+
+    Returns
+    -------
+    numpy.ndarray, shape (height, width), float64
+
     Examples
     --------
     >>> from gpuconv.examples import edge_image
@@ -156,6 +165,19 @@ def lenet_digits(seed: Any = 0, *, dtype: Any = np.float32,
     ``(N, 1, 8, 8) -> conv 3x3 (32) -> pool -> conv 3x3 (64) -> pool -> 256 -> 128 -> 10``,
     every convolution padded to keep its size, ReLU after each hidden layer.
 
+    Parameters
+    ----------
+    seed : int or numpy.random.Generator, optional
+        Seeds the initialisation of every layer.
+    dtype : floating dtype, keyword-only
+        Of the parameters (default float32).
+    backend : str, keyword-only
+        Where the parameters live; ``None`` follows :func:`gpuconv.set_backend`.
+
+    Returns
+    -------
+    gpuconv.nn.Sequential
+
     Examples
     --------
     >>> from gpuconv.examples import lenet_digits
@@ -193,6 +215,18 @@ def cosine_lr(lr: float, epochs: int) -> Any:
 
     After epoch ``e`` (from 0) the optimizer's ``lr`` becomes
     ``lr * (1 + cos(pi * (e + 1) / epochs)) / 2``.
+
+    Parameters
+    ----------
+    lr : float
+        The starting learning rate.
+    epochs : int
+        The epoch count the schedule spans.
+
+    Returns
+    -------
+    callable
+        ``callback(trainer, epoch, logs)``, for :class:`~gpuconv.nn.Trainer`.
 
     Examples
     --------
@@ -259,6 +293,15 @@ def train_digits(epochs: int = 20, *, backend: str | None = None, seed: int = 0,
     Returns
     -------
     DigitsResult
+        The trained model, its :class:`~gpuconv.nn.History`, the held-out
+        accuracy, the training time and the first layer's kernels.
+
+    Examples
+    --------
+    >>> from gpuconv.examples import train_digits
+    >>> result = train_digits(epochs=1, seed=0)
+    >>> result.test_accuracy > 0.3, len(result.history.train_loss)
+    (True, 1)
     """
     images, labels = load_digits()
     x = (images.astype(np.float32) / 16.0)[:, None]
@@ -282,7 +325,15 @@ def train_digits(epochs: int = 20, *, backend: str | None = None, seed: int = 0,
 
 
 def save_digits_figure(path: str, result: DigitsResult) -> None:
-    """The loss curves and the learned first-layer kernels, as one PNG (needs matplotlib)."""
+    """The loss curves and the learned first-layer kernels, as one PNG (needs matplotlib).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Where the PNG goes.
+    result : DigitsResult
+        What :func:`train_digits` returned.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,7 +372,26 @@ def save_digits_figure(path: str, result: DigitsResult) -> None:
 
 def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0,
                      plot: str | None = None, progress: bool = True) -> int:
-    """``gpuconv train-digits``: train, print a line per epoch and the test accuracy."""
+    """``gpuconv train-digits``: train, print a line per epoch and the test accuracy.
+
+    Parameters
+    ----------
+    backend : str, optional
+        Where to train; ``None`` follows :func:`gpuconv.set_backend`.
+    epochs : int, optional
+        Passes over the training images.
+    seed : int, optional
+        Seeds the split, the initialisation and the shuffling.
+    plot : str, optional
+        Also save :func:`save_digits_figure` there.
+    progress : bool, optional
+        Show a progress bar (tqdm, when installed).
+
+    Returns
+    -------
+    int
+        The process exit code: 0, or 1 when ``plot`` needs matplotlib and it is missing.
+    """
 
     def report(trainer: Any, epoch: int, logs: dict) -> None:
         line = (f"epoch {epoch + 1:2d}/{epochs}: train loss {logs['train_loss']:.4f}, "

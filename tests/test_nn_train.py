@@ -287,3 +287,56 @@ def test_module_parameters_repr_and_to():
     net(np.zeros((1, 1, 3, 3)))
     with pytest.raises(RuntimeError, match="forward"):
         net[3].backward(np.zeros((1, 2)))
+
+
+# -- docstrings ---------------------------------------------------------------------
+
+def _sections(doc):
+    lines = doc.splitlines()
+    found, current = {}, None
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and re.fullmatch(r"-{3,}", lines[i + 1].strip()) and line.strip():
+            current = line.strip()
+            found[current] = []
+        elif current is not None and not re.fullmatch(r"-{3,}", line.strip()):
+            found[current].append(line)
+    return found
+
+
+def _public_functions():
+    import inspect
+
+    import gpuconv.data
+    import gpuconv.demo
+    import gpuconv.examples
+    import gpuconv.nn.functional
+
+    for mod in (nn, gpuconv.nn.functional, gpuconv.examples, gpuconv.data, gpuconv.demo):
+        for name in mod.__all__:
+            fn = getattr(mod, name)
+            if inspect.isfunction(fn):
+                yield f"{mod.__name__}.{name}", fn
+
+
+# Entry points that draw or print the whole tour: documented, exercised by the CLI tests.
+_NO_EXAMPLE = {"save_digits_figure", "run_train_digits", "save_figure", "run_demo"}
+
+
+@pytest.mark.parametrize("qualname,fn", list(_public_functions()),
+                         ids=[q for q, _ in _public_functions()])
+def test_public_functions_have_numpydoc_docstrings(qualname, fn):
+    import inspect
+
+    doc = inspect.getdoc(fn)
+    assert doc and len(doc.splitlines()[0]) <= 100, qualname
+    found = _sections(doc)
+    params = [p.name for p in inspect.signature(fn).parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    documented = [name.strip() for line in found.get("Parameters", [])
+                  if line and not line[0].isspace() for name in line.split(":")[0].split(",")]
+    assert documented == params, qualname
+    if inspect.signature(fn).return_annotation not in (None, "None"):
+        assert "Returns" in found, qualname
+    if fn.__name__ not in _NO_EXAMPLE:
+        assert any(line.lstrip().startswith(">>>") for line in found.get("Examples", [])), \
+            qualname

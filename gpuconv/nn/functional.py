@@ -42,7 +42,28 @@ _XP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
 
 
 def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str) -> Any:
-    """Pad the last two axes by ``(top, bottom, left, right)`` as ``torch.nn.Conv2d`` does."""
+    """Pad the last two axes by ``(top, bottom, left, right)`` as ``torch.nn.Conv2d`` does.
+
+    Parameters
+    ----------
+    xp : module
+        The array namespace (``backend.xp``).
+    x : array, shape (..., H, W)
+    pads : (int, int, int, int)
+        ``(top, bottom, left, right)``.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+
+    Returns
+    -------
+    array, shape (..., H + top + bottom, W + left + right)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv.nn.functional import pad_nchw
+    >>> pad_nchw(np, np.array([[[[1.0, 2.0, 3.0]]]]), (0, 0, 2, 1), "circular")
+    array([[[[2., 3., 1., 2., 3., 1.]]]])
+    """
     top, bottom, left, right = pads
     if not (top or bottom or left or right):
         return x
@@ -75,11 +96,37 @@ def fold_padding(backend: Any, grad_padded: Any, pads: tuple[int, int, int, int]
                  hw: tuple[int, int], padding_mode: str) -> Any:
     """The adjoint of :func:`pad_nchw`: gradient on the padded array -> gradient on the input.
 
+    Parameters
+    ----------
+    backend : Backend
+        The backend of ``grad_padded``.
+    grad_padded : array, shape (..., H + top + bottom, W + left + right)
+    pads : (int, int, int, int)
+        ``(top, bottom, left, right)``.
+    hw : (int, int)
+        The unpadded ``(H, W)``.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+
+    Returns
+    -------
+    array, shape (..., H, W)
+
+    Notes
+    -----
     Zero padding copies nothing, so its adjoint is a crop.  The other modes
     copy input pixels into the border; each padded position's gradient is
     added to the pixel it came from.  Padding is separable, so the adjoint is
     ``F_h @ g @ F_w.T`` with 0/1 fold matrices (exact in floating point: each
     output is a plain sum of the gradients that belong to it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv.backend import get_backend_object
+    >>> from gpuconv.nn.functional import fold_padding
+    >>> ones = np.ones((1, 1, 1, 6))  # d(sum of the padded row)/d(padded row)
+    >>> fold_padding(get_backend_object("numpy"), ones, (0, 0, 2, 1), (1, 3), "circular")
+    array([[[[2., 2., 2.]]]])
     """
     top, bottom, left, right = pads
     H, W = hw
@@ -146,10 +193,12 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
         Gradient of the loss with respect to the output.
     kernel_hw : (int, int)
         The kernel's spatial size ``(kh, kw)``.
-    stride, dilation : (int, int)
+    stride : (int, int)
         As in the forward call.
     pads : (int, int, int, int)
         Padding ``(top, bottom, left, right)`` of the forward call.
+    dilation : (int, int)
+        As in the forward call.
     groups : int
         As in the forward call.
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
@@ -222,8 +271,26 @@ def conv2d_input_grad(grad_out: Any, weight: Any, input_hw: tuple[int, int],
                       *, method: str = "auto") -> Any:
     """Gradient of a :func:`gpuconv.conv2d` with respect to its input.
 
-    Parameters are those of :func:`conv2d_weight_grad`, with the forward
-    ``weight`` and the input's spatial size ``input_hw = (H, W)``.
+    Parameters
+    ----------
+    grad_out : array, shape (N, O, Ho, Wo)
+        Gradient of the loss with respect to the output.
+    weight : array, shape (O, C / groups, kh, kw)
+        The forward weight.
+    input_hw : (int, int)
+        The input's spatial size ``(H, W)``.
+    stride : (int, int)
+        As in the forward call.
+    pads : (int, int, int, int)
+        Padding ``(top, bottom, left, right)`` of the forward call.
+    dilation : (int, int)
+        As in the forward call.
+    groups : int
+        As in the forward call.
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
+        As in the forward call; the gradient on the border is folded back.
+    method : str, keyword-only
+        Passed to :func:`gpuconv.conv_transpose2d`.
 
     Returns
     -------
