@@ -340,3 +340,15 @@ def test_public_functions_have_numpydoc_docstrings(qualname, fn):
     if fn.__name__ not in _NO_EXAMPLE:
         assert any(line.lstrip().startswith(">>>") for line in found.get("Examples", [])), \
             qualname
+
+
+def test_importing_nn_and_examples_imports_no_optional_library():
+    import json
+    import subprocess
+
+    code = ("import json, sys, gpuconv.nn, gpuconv.examples, gpuconv.demo, gpuconv.data; "
+            "print(json.dumps(sorted(m for m in ('tqdm', 'matplotlib', 'torch', 'cupy', "
+            "'sklearn', 'threadpoolctl', 'dask') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == []
