@@ -138,9 +138,15 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
     Returns
     -------
     int
-        The process exit code: 0, or 1 when ``plot`` needs matplotlib and it is missing.
+        The process exit code: 0; 1 when the backend cannot run here, or when
+        ``plot`` needs matplotlib and it is missing.
     """
-    with _backend.set_backend(backend):
+    try:
+        chosen = _backend.set_backend(backend)
+    except _backend.BackendUnavailableError as exc:
+        print(f"gpuconv demo: {exc}")
+        return 1
+    with chosen:
         be = _backend.get_backend_object(backend)
         xp = be.xp
         to_np = be.to_numpy

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .backend import set_backend
+from .backend import BackendUnavailableError, set_backend
 from .correlate import corr2d
 from .data import load_digits, stratified_split
 from .nn._module import current_backend
@@ -390,7 +390,8 @@ def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0
     Returns
     -------
     int
-        The process exit code: 0, or 1 when ``plot`` needs matplotlib and it is missing.
+        The process exit code: 0; 1 when the backend cannot run here, or when
+        ``plot`` needs matplotlib and it is missing.
     """
 
     def report(trainer: Any, epoch: int, logs: dict) -> None:
@@ -398,8 +399,12 @@ def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0
                 f"held-out loss {logs['val_loss']:.4f}, accuracy {logs['val_accuracy']:.4f}")
         trainer.log(line)
 
-    result = train_digits(epochs, backend=backend, seed=seed, progress=progress,
-                          callbacks=[report])
+    try:
+        result = train_digits(epochs, backend=backend, seed=seed, progress=progress,
+                              callbacks=[report])
+    except BackendUnavailableError as exc:
+        print(f"gpuconv train-digits: {exc}")
+        return 1
     print(f"{result.n_train} training and {result.n_test} held-out images (stratified split, "
           f"seed {seed}); {result.train_seconds:.1f} s on the {result.backend!r} backend")
     print(f"test accuracy: {result.test_accuracy:.4f}")

@@ -352,3 +352,16 @@ def test_importing_nn_and_examples_imports_no_optional_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == []
+
+
+@pytest.mark.parametrize("command", ["demo", "train-digits"])
+def test_cli_on_cupy_runs_or_says_why(command, capsys):
+    status = gpuconv.available_backends()["cupy"]
+    extra = ["--epochs", "1", "--no-progress"] if command == "train-digits" else []
+    code = main([command, "--backend", "cupy", *extra])
+    out = capsys.readouterr().out
+    if status.usable:
+        assert code == 0
+        assert ("test accuracy: 0." in out) if command == "train-digits" else ("learned: K" in out)
+    else:
+        assert code == 1 and status.reason in out
