@@ -126,7 +126,10 @@ CONV_CASES = [
 @pytest.mark.parametrize("scratch", [2**30, 3000], ids=["whole", "row-bands"])
 @pytest.mark.parametrize("method", ["direct", "gemm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
-def test_conv2d_chunks_and_layouts(rng, method, scratch, dtype):
+@pytest.mark.parametrize("row_pitched", [True, False], ids=["row-pitched", "plain-columns"])
+def test_conv2d_chunks_and_layouts(rng, monkeypatch, method, scratch, dtype, row_pitched):
+    # Force either column layout of the gemm method (both are chosen by size in real use).
+    monkeypatch.setattr(npb, "_FLAT_COLUMNS", lambda Wp, Wo: row_pitched)
     for N, C, H, W, Cout, k, stride, padding, dilation, groups in CONV_CASES:
         x = random_array(rng, (N, C, H, W), dtype)
         w = random_array(rng, (Cout, C // groups) + k, dtype)
