@@ -7,14 +7,17 @@ gradient ``dy`` of a scalar loss with respect to ``y``:
   output gradient, ``dw[o, c] = sum_n corr(x_pad[n, c], dy[n, o])`` sampled
   every ``d`` pixels with taps ``s`` apart.  That is :func:`gpuconv.conv2d`
   applied to the arrays with batch and channel axes swapped, with the roles of
-  stride and dilation exchanged; groups stay groups.
+  stride and dilation exchanged; groups stay groups.  With small strides,
+  ``method='auto'`` evaluates the same correlation as one matrix product per
+  weight tap over the row-pitched input (see :func:`conv2d_weight_grad`).
 * the **input gradient** is the adjoint of the convolution,
   :func:`gpuconv.conv_transpose2d` of ``dy`` with the same weights, with an
   ``output_padding`` that recovers the exact input size when ``s > 1``; for
   the ``'reflect'``, ``'replicate'`` and ``'circular'`` padding modes the
   gradient that lands on the padding is folded back onto the pixels it copied.
 
-Both therefore run on whichever backend and method computes the forward pass.
+Both use only the backend's array namespace and gpuconv's ops, so they run on
+whichever backend computes the forward pass.
 """
 
 from __future__ import annotations
