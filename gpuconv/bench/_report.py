@@ -92,6 +92,11 @@ def to_markdown(report: dict[str, Any]) -> str:
         "- Libraries: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         "- Threads: " + ", ".join(f"{k}={v}" for k, v in report["threads"].items()),
     ]
+    if "loadavg_start" in m:
+        end = m.get("loadavg_end")
+        lines.append("- Load average (1/5/15 min): start "
+                     + "/".join(f"{v:.2f}" for v in m["loadavg_start"])
+                     + ("" if end is None else ", end " + "/".join(f"{v:.2f}" for v in end)))
     if m.get("env"):
         lines.append("- Environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()))
     s = report["settings"]
