@@ -127,8 +127,8 @@ def choose_conv2d_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
                          dtype: Any, exact: bool) -> MethodChoice:
     """Method for a multi-channel conv2d (or its transpose).
 
-    Between ``direct`` and ``gemm`` the rule of :func:`_direct_or_gemm`
-    decides; the cost model then compares that method with the FFT methods.
+    The cost model ranks direct, gemm and the FFT methods (only the exact
+    methods for integer inputs, or on a backend without FFT).
     """
     key = _conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact)
     hit = _MEASURED.get(key)
@@ -143,7 +143,6 @@ def choose_conv2d_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
 
 
 def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact):
-    rule = _direct_or_gemm(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact)
     constants, source = _costmodel.load_constants(_device_key(backend))
     kh, kw = w_shape[2:]
     # The front door passes the unpadded input; the padded extent is what is read.
@@ -152,32 +151,17 @@ def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exac
     feats = _costmodel.conv2d_features(backend, padded, tuple(w_shape), tuple(out_hw),
                                        tuple(stride), groups, np.dtype(dtype).kind == "c")
     costs = _costmodel.estimate(constants, "conv2d", feats)
+    exact_methods = ("direct", "gemm")
     if exact:
-        return MethodChoice(rule.method, f"{rule.reason}; {_EXACT}", costs)
+        return _pick(costs, exact_methods, source, _EXACT)
     if "fft" not in costs:
-        return MethodChoice(rule.method, f"{rule.reason}; the backend has no FFT module", costs)
+        return _pick(costs, exact_methods, source, "the backend has no FFT module")
     spectral = FFT_METHODS
     if out_hw[0] * out_hw[1] * stride[0] * stride[1] < _OA_MIN_PIXELS:
         # Blocking small planes only adds per-block work to a transform that is small anyway.
         spectral = ("fft",)
         costs.pop("overlap-add", None)
-    fastest_fft = min(spectral, key=lambda m: costs[m])
-    if costs[fastest_fft] < costs[rule.method]:
-        return _pick({m: costs[m] for m in (rule.method,) + spectral},
-                     (rule.method,) + spectral, source)
-    return MethodChoice(rule.method, f"{rule.reason}; FFT estimated slower "
-                        f"({costs[fastest_fft]:.3g} s vs {costs[rule.method]:.3g} s)", costs)
-
-
-def _direct_or_gemm(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
-                    out_hw: tuple[int, int], stride: tuple[int, int], groups: int,
-                    dtype: Any, exact: bool) -> MethodChoice:
-    """The direct-vs-gemm rule for a multi-channel conv2d."""
-    cout, cin_per_group, kh, kw = w_shape
-    if cin_per_group * kh * kw >= 64 and cout // groups >= 8:
-        return MethodChoice("gemm", "deep reduction (C_in/groups * kh * kw >= 64): one "
-                                    "matrix product per chunk uses BLAS best")
-    return MethodChoice("direct", "shallow reduction: one matrix product per kernel tap")
+    return _pick(costs, exact_methods + spectral, source)
 
 
 _OPS = ("correlate2d", "convolve2d", "conv2d", "conv_transpose2d")

@@ -57,22 +57,23 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
-# Fitted by ``gpuconv calibrate`` on the development machine (2 cores, no GPU, shared
-# with other jobs), then checked against the benchmark grid; see benchmarks/results.
+# Fitted by ``gpuconv calibrate`` on the development machine (2-core AMD EPYC, no GPU,
+# otherwise idle, 2026-11-27), then checked against the benchmark grid; see
+# benchmarks/results.
 # Keyed "<backend>:<device>"; other devices use the NumPy constants until calibrated.
 DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
     "numpy:cpu": {
         "planes": {
-            "direct": [2.05e-10, 1.8e-11, 2.42e-06, 4.05e-06],
-            "gemm": [3.17e-10, 4.48e-06],
-            "fft": [1.12e-10, 0.000107],
-            "overlap-add": [2.01e-10, 2.22e-06, 7.57e-05],
+            "direct": [1.37e-10, 0, 2.96e-06, 3.25e-06],
+            "gemm": [2.4e-10, 1.38e-05],
+            "fft": [1.21e-10, 4.76e-05],
+            "overlap-add": [2.06e-10, 2.43e-06, 3.32e-05],
         },
         "conv2d": {
-            "direct": [1.25e-11, 9.43e-11, 4.8e-06, 0.000344],
-            "gemm": [1.45e-11, 3.95e-10, 0.000216],
-            "fft": [3.08e-10, 6.43e-10, 0.000136],
-            "overlap-add": [1.72e-10, 7.96e-10, 0.000183],
+            "direct": [7.36e-12, 8.41e-11, 3.66e-06, 6.95e-05],
+            "gemm": [1e-11, 1.88e-10, 3.89e-05],
+            "fft": [2.31e-10, 1.19e-10, 2.71e-05],
+            "overlap-add": [2.4e-10, 2.49e-10, 6.4e-05],
         },
     },
 }
@@ -229,8 +230,13 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
     K = kh * kw
     M = N * Ho * Wo
     macs = M * Cout * Cg * K
+    # With stride 1 the per-tap products of "direct" run over the whole padded
+    # plane (row-pitched operands, surplus rows and columns dropped at the end),
+    # which costs (H*W)/(Ho*Wo) more: 2x for a 3x3 kernel on a 7x7 input.
+    m_direct = N * H * W if tuple(stride) == (1, 1) else M
     direct = {
-        "direct": {"mac": macs, "move": M * (C + Cout) * K, "tap": K, "call": 1},
+        "direct": {"mac": m_direct * Cout * Cg * K, "move": m_direct * (C + Cout) * K,
+                   "tap": K, "call": 1},
         "gemm": {"mac": macs, "move": M * C * K, "call": 1},
     }
     if not has_fft(backend):
@@ -303,6 +309,8 @@ CONV_CASES = (
     (8, 16, 32, 32, 16, 3, 1), (4, 3, 64, 64, 8, 7, 1), (2, 32, 16, 16, 32, 5, 1),
     (16, 64, 14, 14, 64, 3, 1), (1, 4, 96, 96, 4, 15, 1), (2, 8, 48, 48, 8, 9, 2),
     (4, 1, 32, 32, 6, 5, 1), (1, 128, 8, 8, 128, 3, 1),
+    # Typical CNN layers: deep reductions, where direct and gemm are close.
+    (4, 256, 14, 14, 256, 3, 1), (8, 64, 28, 28, 64, 3, 1), (16, 3, 32, 32, 16, 5, 1),
 )
 QUICK_CONV_CASES = ((2, 4, 16, 16, 4, 3, 1), (1, 2, 24, 24, 3, 5, 1), (2, 8, 12, 12, 8, 3, 1),
                     (1, 1, 20, 20, 2, 7, 1), (1, 3, 16, 16, 2, 5, 2))
