@@ -102,7 +102,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines += [
         f"- Timing: median of up to {s['repeat']} samples per cell, columns interleaved "
-        f"round-robin; each sample loops a fast call to at least {s['min_sample_s'] * 1e3:g} ms.",
+        "in a new seeded order each round; each sample loops a fast call to at least "
+        f"{s['min_sample_s'] * 1e3:g} ms.",
         "- Each cell: median time (ratio to the fastest measured column of the row); the "
         "fastest is bold.  † extrapolated, not run: predicted above the "
         f"{s['cap_s']:g} s cap from a smaller case of the same kernel/layer, scaled by the "

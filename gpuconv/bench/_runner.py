@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from typing import Any, Callable
@@ -87,9 +88,15 @@ def _run_case(grid: Grid, case: Case, columns: list[str], backend: Any, settings
         results[name] = {"status": "ok", "samples": [], "number": number}
     start = time.perf_counter()
     for r in range(settings.repeat):
-        # Round-robin, so that a burst of load from another process hits every
-        # column alike.
-        for name, (fn, number) in active.items():
+        # Every column once per round, so that a burst of load from another
+        # process hits every column alike; in a new (seeded) order each round,
+        # because a call leaves state behind for the next one (OpenBLAS's and
+        # the FFT's worker threads keep spinning for a while after a call),
+        # and a fixed order would always charge it to the same column.
+        order = list(active)
+        random.Random(f"{case.id}/{r}").shuffle(order)
+        for name in order:
+            fn, number = active[name]
             results[name]["samples"].append(_sample(fn, number))
         if r >= 2 and time.perf_counter() - start > settings.case_budget:
             break
