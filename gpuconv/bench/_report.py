@@ -26,6 +26,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# Locations on the measuring machine say nothing about the measurement.
+_PATH_VARIABLES = ("GPUCONV_CACHE_DIR",)
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, core counts, load, and the thread-related environment."""
     try:
@@ -39,8 +43,16 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "env": {k: v for k, v in sorted(os.environ.items())
-                if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "GPUCONV_"))},
+                if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "GPUCONV_"))
+                and k not in _PATH_VARIABLES},
     }
+    # Which cost-model constants "auto" used, rather than where they were stored.
+    from .. import _costmodel
+    from ..backend import resolve_backend
+
+    backend = resolve_backend()
+    source = _costmodel.load_constants(f"{backend.name}:{backend.device_key()}")[1]
+    info["cost_model"] = "calibrated" if source.startswith("calibrated") else source
     if hasattr(os, "getloadavg"):
         info["loadavg_start"] = list(os.getloadavg())
     try:
