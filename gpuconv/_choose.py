@@ -54,6 +54,18 @@ def _remember(key: tuple[Any, ...], choice: MethodChoice) -> MethodChoice:
     return choice
 
 
+def _cached(key: tuple[Any, ...], model: Any) -> MethodChoice:
+    """A measured decision for ``key`` if there is one, else the (memoised) model's."""
+    hit = _MEASURED.get(key)
+    if hit is not None:
+        return hit
+    memo = key + _costmodel.generation()
+    hit = _MODELLED.get(memo)
+    if hit is not None:
+        return hit
+    return _remember(memo, model())
+
+
 def clear_measured() -> None:
     """Forget every measured (and memoised model) decision."""
     _MEASURED.clear()
@@ -94,14 +106,8 @@ def choose_planes_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
                          exact: bool) -> MethodChoice:
     """Method for a single-channel (batched) correlation."""
     key = _planes_key(backend, x_shape, w_shape, out_shape, dtype, boundary, exact)
-    hit = _MEASURED.get(key)
-    if hit is not None:
-        return hit
-    memo = key + _costmodel.generation()
-    hit = _MODELLED.get(memo)
-    if hit is not None:
-        return hit
-    return _remember(memo, _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact))
+    return _cached(key, lambda: _model_planes(backend, x_shape, w_shape, out_shape, dtype,
+                                              exact))
 
 
 def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
@@ -131,15 +137,8 @@ def choose_conv2d_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[
     methods for integer inputs, or on a backend without FFT).
     """
     key = _conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact)
-    hit = _MEASURED.get(key)
-    if hit is not None:
-        return hit
-    memo = key + _costmodel.generation()
-    hit = _MODELLED.get(memo)
-    if hit is not None:
-        return hit
-    return _remember(memo, _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups,
-                                         dtype, exact))
+    return _cached(key, lambda: _model_conv2d(backend, x_shape, w_shape, out_hw, stride,
+                                              groups, dtype, exact))
 
 
 def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact):

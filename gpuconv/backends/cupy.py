@@ -68,6 +68,7 @@ class CupyBackend(ArrayBackend):
         # Compile-time kernel variants (see gpuconv.kernels.VARIANTS), for
         # measuring alternatives on a GPU; empty in normal use.
         self.kernel_variants: dict[str, tuple[str, ...]] = {}
+        self._device_keys: dict[int, str] = {}
 
     @property
     def fft(self) -> Any:
@@ -93,11 +94,15 @@ class CupyBackend(ArrayBackend):
         return np.asarray(x)
 
     def device_key(self) -> str:
-        device = self.xp.cuda.Device()
-        props = self.xp.cuda.runtime.getDeviceProperties(device.id)
-        name = props["name"]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        return f"cupy:{device.id}:{name}"
+        # Asked on every method="auto" call: the device properties are looked up once.
+        device_id = self.xp.cuda.Device().id
+        key = self._device_keys.get(device_id)
+        if key is None:
+            props = self.xp.cuda.runtime.getDeviceProperties(device_id)
+            name = props["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            key = self._device_keys[device_id] = f"cupy:{device_id}:{name}"
+        return key
 
     def synchronize(self) -> None:
         """Wait for the work queued on the current stream (for timing)."""
