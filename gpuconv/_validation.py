@@ -49,13 +49,16 @@ _FLOAT_KINDS = {
 
 
 def _choice(argname: str, value: Any, allowed: tuple[str, ...] | dict[str, str]) -> str:
+    if isinstance(value, str):
+        if isinstance(allowed, dict):
+            if value in allowed:
+                return allowed[value]
+        elif value in allowed:
+            return value
     listed = ", ".join(repr(a) for a in allowed)
     if not isinstance(value, str):
         raise TypeError(f"{argname} must be a str, one of {listed}; got {value!r}")
-    try:
-        return allowed[value] if isinstance(allowed, dict) else allowed[allowed.index(value)]
-    except (KeyError, ValueError):
-        raise ValueError(f"{argname} must be one of {listed}; got {value!r}") from None
+    raise ValueError(f"{argname} must be one of {listed}; got {value!r}")
 
 
 def parse_mode(mode: Any) -> str:
