@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_backend_array"]
+__all__ = ["as_backend_array", "native_work_dtype", "to_work"]
 
 
 def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
@@ -61,3 +61,12 @@ def _check_kind(argname: str, dtype: Any) -> None:
 def to_work(backend: Any, arr: Any, work_dtype: np.dtype) -> Any:
     """C-contiguous copy (only if needed) in the working dtype."""
     return backend.xp.ascontiguousarray(arr, dtype=work_dtype)
+
+
+def native_work_dtype(backend: Any, method: str, result_dtype: np.dtype,
+                      work_dtype: np.dtype) -> np.dtype:
+    """float16 stays float16 where the backend's kernel for ``method`` reads and writes it
+    (accumulating in float32), which halves the memory traffic; elsewhere it is widened."""
+    if result_dtype == np.float16 and method in getattr(backend, "native_float16", ()):
+        return result_dtype
+    return work_dtype

@@ -10,7 +10,7 @@ import numpy as np
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import has_dask
-from ._frontdoor import as_backend_array, to_work
+from ._frontdoor import as_backend_array, native_work_dtype, to_work
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
 from .backend import resolve_backend
 
@@ -230,15 +230,16 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     if bias is not None:
         dtypes["bias"] = bias.dtype
     result_dtype, work_dtype = compute_dtype(dtypes)
+    if N and method == "auto":
+        method = _choose.choose_conv2d_method(
+            backend, tuple(input.shape), tuple(weight.shape), (Ho, Wo), stride, groups,
+            work_dtype, exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
+    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
     x = to_work(backend, input, work_dtype)
     w = to_work(backend, weight, work_dtype)
     if N == 0:
         out = backend.xp.zeros((0, Cout, Ho, Wo), dtype=work_dtype)
         return _finish(backend, out, None, result_dtype, work_dtype, unbatched)
-    if method == "auto":
-        method = _choose.choose_conv2d_method(
-            backend, x.shape, w.shape, (Ho, Wo), stride, groups, work_dtype,
-            exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
     out = backend.conv2d(x, w, stride, pads, dilation, groups, padding_mode, method,
                          get_scratch_limit())
     return _finish(backend, out, bias, result_dtype, work_dtype, unbatched)
@@ -342,15 +343,16 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     if bias is not None:
         dtypes["bias"] = bias.dtype
     result_dtype, work_dtype = compute_dtype(dtypes)
+    if N and method == "auto":
+        method = _choose.choose_conv2d_method(
+            backend, tuple(input.shape), (Cout, C // groups, kh, kw), (H, W), (1, 1), groups,
+            work_dtype, exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
+    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
     x = to_work(backend, input, work_dtype)
     w = to_work(backend, weight, work_dtype)
     if N == 0:
         out = backend.xp.zeros((0, Cout, Ho, Wo), dtype=work_dtype)
         return _finish(backend, out, None, result_dtype, work_dtype, unbatched)
-    if method == "auto":
-        method = _choose.choose_conv2d_method(
-            backend, x.shape, (Cout, C // groups, kh, kw), (H, W), (1, 1), groups, work_dtype,
-            exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
     out = backend.conv_transpose2d(x, w, stride, padding, dilation, groups, (Ho, Wo), method,
                                    get_scratch_limit())
     return _finish(backend, out, bias, result_dtype, work_dtype, unbatched)

@@ -7,12 +7,13 @@ a different centre for ``mode="same"`` with even kernels.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import has_dask
-from ._frontdoor import as_backend_array, to_work
+from ._frontdoor import as_backend_array, native_work_dtype, to_work
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
 from .backend import resolve_backend
 
@@ -59,8 +60,9 @@ def correlate2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "f
     array, shape (..., Ho, Wo)
         An array of the backend's library.  Its dtype is the promoted dtype of
         the inputs: integer and bool inputs give float64 (SciPy keeps them
-        integer and can overflow); float16 is computed in float32 and returned
-        as float16.
+        integer and can overflow); float16 is accumulated in float32 and
+        returned as float16 (the CuPy ``"direct"`` kernels read and write
+        float16 as it is; other paths widen it to float32 first).
 
     Raises
     ------
@@ -226,6 +228,12 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
         # the window must see zeros, whatever the boundary.
         boundary, fillvalue = "fill", 0
     xp = backend.xp
+    planes = int(math.prod(batch))
+    if planes and method == "auto":
+        method = _choose.choose_planes_method(
+            backend, (planes,) + tuple(in_hw), tuple(in2.shape), out_shape, work_dtype,
+            boundary, exact=in1.dtype.kind in "biu" and in2.dtype.kind in "biu").method
+    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
     x = to_work(backend, in1.reshape((-1,) + tuple(in_hw)), work_dtype)
     w = to_work(backend, in2, work_dtype)
     if convolution:
@@ -238,10 +246,6 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
         w = xp.conj(w)
     if x.shape[0] == 0:
         return xp.empty(tuple(batch) + out_shape, dtype=result_dtype)
-    if method == "auto":
-        method = _choose.choose_planes_method(
-            backend, x.shape, w.shape, out_shape, work_dtype, boundary,
-            exact=in1.dtype.kind in "biu" and in2.dtype.kind in "biu").method
     out = backend.correlate_planes(x, w, out_shape, origin, boundary, fillvalue, method,
                                    get_scratch_limit())
     out = out.reshape(tuple(batch) + out_shape)

@@ -115,6 +115,36 @@ def test_planes_through_the_backend(emulated, rng, dtype, boundary, op):
             assert_close(got, want, tolerance_dtype(dtype))
 
 
+def half_launches(backend) -> int:
+    return sum(k.launches for key, k in backend.emulated_kernels.items()
+               if key[2] == np.float16)
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_float16_runs_the_half_kernels_natively(emulated, rng, method):
+    # The direct kernels read and write half (accumulating in float): float16 is
+    # not widened for them.  Other methods compute in float32.  Either way the
+    # result is float16 and agrees with the NumPy backend (float32 accumulation).
+    x = random_array(rng, (2, 30, 37), np.float16)
+    k = random_array(rng, (4, 5), np.float16)
+    xc = random_array(rng, (2, 4, 12, 11), np.float16)
+    wc = random_array(rng, (6, 2, 3, 3), np.float16)
+    calls = [
+        lambda: gpuconv.correlate2d(x, k, "same", "symm", method=method),
+        lambda: gpuconv.convolve2d(x, k, "full", method=method),
+        lambda: gpuconv.conv2d(xc, wc, padding=1, groups=2, method=method),
+        lambda: gpuconv.conv_transpose2d(xc[:, :, :6], wc[:4], stride=2, groups=2,
+                                         method=method),
+    ]
+    for call in calls:
+        before = half_launches(emulated)
+        got = call()
+        want = on_numpy(call)
+        assert half_launches(emulated) == before + (method == "direct")
+        assert got.dtype == want.dtype == np.float16 and got.shape == want.shape
+        assert_close(got, want, np.float16)
+
+
 @pytest.mark.parametrize("variant", gpuconv.kernels.VARIANTS["correlate_planes.cu"])
 def test_kernel_variants_through_the_backend(emulated, rng, variant):
     x = random_array(rng, (3, 40, 35), np.float32)

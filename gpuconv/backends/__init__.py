@@ -60,6 +60,9 @@ class ArrayBackend:
 
     name = "generic"
     xp: Any = None
+    #: Methods whose kernels take float16 arrays as they are (accumulating in
+    #: float32).  For the others the front door widens float16 to float32.
+    native_float16: frozenset[str] = frozenset()
 
     @property
     def fft(self) -> Any:
