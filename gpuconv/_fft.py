@@ -227,17 +227,16 @@ def _rows_of(total: int, per_item_bytes: int, scratch_bytes: int) -> int:
 
 def _correlate_fft(backend: Any, x: Any, w: Any, top: tuple[int, int],
                    out_hw: tuple[int, int], scratch_bytes: int) -> Any:
-    """The engine, whole planes: x (N, G, Ci, H, W), w (G, Co, Ci, kh, kw) -> (N, G, Co, oh, ow)."""
+    """The engine, whole planes: x (N, G, Ci, H, W), w (G, Co, Ci, kh, kw) -> (N, G, Co, oh, ow).
+
+    ``top`` is at most ``(kh - 1, kw - 1)``: every caller's window starts inside
+    the full correlation (the front doors pad explicitly for larger paddings).
+    """
     xp = backend.xp
     N, G, Ci, H, W = x.shape
     Co, kh, kw = w.shape[1], w.shape[3], w.shape[4]
     oh, ow = out_hw
     p0 = (kh - 1 - top[0], kw - 1 - top[1])
-    if p0[0] < 0 or p0[1] < 0:
-        # The window starts before the full correlation: give it zeros to read.
-        x = extend_planes(xp, x, max(-p0[0], 0), 0, max(-p0[1], 0), 0, "fill", 0)
-        return _correlate_fft(backend, x, w, (top[0] + min(p0[0], 0), top[1] + min(p0[1], 0)),
-                              out_hw, scratch_bytes)
     complex_ = x.dtype.kind == "c" or w.dtype.kind == "c"
     # Linear-correlation index p = i + p0 is alias-free for n >= H + top and n > p0 + oh - 1.
     need = (max(H + top[0], p0[0] + oh), max(W + top[1], p0[1] + ow))
@@ -264,10 +263,6 @@ def _correlate_oa(backend: Any, x: Any, w: Any, top: tuple[int, int],
     Co, kh, kw = w.shape[1], w.shape[3], w.shape[4]
     oh, ow = out_hw
     p0 = (kh - 1 - top[0], kw - 1 - top[1])
-    if p0[0] < 0 or p0[1] < 0:
-        x = extend_planes(xp, x, max(-p0[0], 0), 0, max(-p0[1], 0), 0, "fill", 0)
-        return _correlate_oa(backend, x, w, (top[0] + min(p0[0], 0), top[1] + min(p0[1], 0)),
-                             out_hw, scratch_bytes)
     complex_ = x.dtype.kind == "c" or w.dtype.kind == "c"
     s = oa_block_shape(backend, (H, W), (kh, kw), real=not complex_)
     bh, bw = s[0] - kh + 1, s[1] - kw + 1

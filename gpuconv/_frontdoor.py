@@ -11,6 +11,11 @@ import numpy as np
 __all__ = ["as_backend_array", "native_work_dtype", "to_work"]
 
 
+def _not_convertible(argname: str, value: Any, exc: Exception) -> TypeError:
+    return TypeError(f"{argname} must be an array or array_like of numbers; got "
+                     f"{reprlib.repr(value)}, which could not be converted: {exc}")
+
+
 def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
     """``value`` as an array of ``backend``; unsupported element types are a TypeError.
 
@@ -23,19 +28,13 @@ def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
         try:
             value = np.asarray(value)
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{argname} must be an array or array_like of numbers; got "
-                f"{reprlib.repr(value)}, which could not be converted: {exc}"
-            ) from None
+            raise _not_convertible(argname, value, exc) from None
     if _is_numpy_dtype(value.dtype):
         _check_kind(argname, value.dtype)
     try:
         arr = backend.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{argname} must be an array or array_like of numbers; got {reprlib.repr(value)}, "
-            f"which could not be converted: {exc}"
-        ) from None
+        raise _not_convertible(argname, value, exc) from None
     _check_kind(argname, arr.dtype)
     return arr
 

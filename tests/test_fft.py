@@ -202,3 +202,20 @@ def test_overlap_add_scratch_stays_bounded(rng):
     # scratch, which the small limit bounds (the large one lets all images go at once).
     assert peaks[2**20] < 4 * out_bytes + 4 * 2**20, peaks
     assert peaks[2**20] < peaks[64 * 2**20], peaks
+
+
+@pytest.mark.parametrize("method", ["fft", "overlap-add"])
+def test_padding_wider_than_the_kernel(rng, method):
+    # The window then starts before the full correlation: the front door's
+    # explicit padding must give the FFT engine zeros to read there.
+    x = rng.standard_normal((2, 3, 6, 7))
+    w = rng.standard_normal((4, 3, 3, 2))
+    got = gpuconv.conv2d(x, w, padding=(4, 5), method=method)
+    np.testing.assert_allclose(got, reference.conv2d(x, w, padding=(4, 4, 5, 5)),
+                               rtol=1e-12, atol=1e-12)
+    xt = rng.standard_normal((2, 4, 5, 5))
+    wt = rng.standard_normal((4, 3, 3, 3))
+    kwargs = dict(stride=2, padding=3, output_padding=1)
+    np.testing.assert_allclose(gpuconv.conv_transpose2d(xt, wt, method=method, **kwargs),
+                               gpuconv.conv_transpose2d(xt, wt, method="direct", **kwargs),
+                               rtol=1e-12, atol=1e-12)
