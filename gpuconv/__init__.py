@@ -5,7 +5,7 @@ PyTorch's ``conv2d`` semantics, a backend chosen per context with
 :func:`set_backend`, and the ideas of a CNN chapter made executable.
 """
 
-from ._choose import MethodChoice, choose_method
+from ._choose import MethodChoice
 from ._config import get_scratch_limit, scratch_limit
 from .backend import (
     BackendStatus,
@@ -17,6 +17,7 @@ from .backend import (
 )
 from .conv import conv2d, conv_transpose2d, output_shape
 from .correlate import convolve2d, corr2d, correlate2d
+from ._measure import choose_method
 
 __version__ = "0.1.0"
 

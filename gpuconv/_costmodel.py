@@ -3,8 +3,8 @@
 Each method's time is modelled as a dot product of non-negative constants
 with a few *features* of the call (multiply-adds, transform work
 ``n log2 n``, memory passes, per-call overheads).  The constants are fitted
-by :func:`calibrate` (``gpuconv calibrate``), which times small cases of every
-method and solves a non-negative least-squares problem on relative errors;
+by ``gpuconv calibrate`` (:mod:`gpuconv._measure`), which times small cases of
+every method and solves a non-negative least-squares problem on relative errors;
 they are stored per backend and device in a JSON file in the user's cache
 directory and read from then on.  Without a file the built-in defaults apply,
 fitted on a 2-core x86-64 CPU with NumPy 2 / SciPy 1.17.
@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._geometry import extent
+
 __all__ = [
     "FEATURES",
     "DEFAULTS",
@@ -34,7 +36,7 @@ __all__ = [
     "planes_features",
     "conv2d_features",
     "estimate",
-    "calibrate",
+    "save",
     "has_fft",
 ]
 
@@ -143,7 +145,7 @@ def load_constants(device_key: str) -> tuple[dict[str, dict[str, list[float]]], 
     return DEFAULTS["numpy:cpu"], "built-in defaults (uncalibrated device)"
 
 
-def _save(device_key: str, constants: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save(device_key: str, constants: dict[str, Any], meta: dict[str, Any]) -> Path:
     path = cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _read_file(path) or {"version": CACHE_VERSION, "models": {}}
@@ -185,7 +187,12 @@ def _nlogn(n: int) -> float:
 
 def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[int, int],
                     out_hw: tuple[int, int], complex_: bool) -> dict[str, dict[str, float]]:
-    """Features of each method for ``B`` planes of ``in_hw`` correlated to ``out_hw``."""
+    """Features of each method for ``B`` planes of ``in_hw`` correlated to ``out_hw``.
+
+    Besides the model's features, the FFT entries carry ``scratch_min``: the
+    scratch (in elements of the working dtype) that the method needs for its
+    smallest unit of work, which the chooser compares with the scratch limit.
+    """
     from . import _fft
 
     (H, W), (kh, kw), (oh, ow) = in_hw, k_hw, out_hw
@@ -211,7 +218,8 @@ def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[in
     m = nb[0] * nb[1]
     return {
         **direct,
-        "fft": {"nlogn": (2 * B + 1) * _nlogn(n), "call": 1},
+        "fft": {"nlogn": (2 * B + 1) * _nlogn(n), "call": 1,
+                "scratch_min": _fft.transform_scratch(n_full, 1, 1, complex_)},
         "overlap-add": {"nlogn": (2 * B * blocks + 1) * _nlogn(m), "block": B * blocks,
                         "call": 1},
     }
@@ -219,8 +227,12 @@ def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[in
 
 def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
                     out_hw: tuple[int, int], stride: tuple[int, int], groups: int,
-                    complex_: bool) -> dict[str, dict[str, float]]:
-    """Features of each method for a conv2d of these shapes (input already padded)."""
+                    complex_: bool, dilation: tuple[int, int] = (1, 1),
+                    ) -> dict[str, dict[str, float]]:
+    """Features of each method for a conv2d of these shapes (input already padded).
+
+    The FFT entries carry ``scratch_min`` as in :func:`planes_features`.
+    """
     from . import _fft
 
     N, C, H, W = x_shape
@@ -241,10 +253,15 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
     }
     if not has_fft(backend):
         return direct
-    S = stride[0] * stride[1]
+    # What the FFT engine transforms: the dilated kernel, and with a stride larger than
+    # the kernel's extent only the samples the windows read (see _fft.drop_unread).
+    ext = (extent(kh, dilation[0]), extent(kw, dilation[1]))
+    s = tuple(min(stride[a], ext[a]) for a in range(2))
+    hw = (H if s[0] == stride[0] else Ho * ext[0], W if s[1] == stride[1] else Wo * ext[1])
+    S = s[0] * s[1]
     # Polyphase: S phases become input channels of planes S times smaller.
-    hq, wq = -(-H // stride[0]), -(-W // stride[1])
-    kq = (-(-kh // stride[0]), -(-kw // stride[1]))
+    hq, wq = -(-hw[0] // s[0]), -(-hw[1] // s[1])
+    kq = (-(-ext[0] // s[0]), -(-ext[1] // s[1]))
     cin = Cg * S
     s_full = _fft.fft_shape(backend.fft, (hq, wq), real=not complex_)
     n = s_full[0] * s_full[1]
@@ -257,7 +274,8 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
     return {
         **direct,
         "fft": {"nlogn": transforms * _nlogn(n) + Cout * cin * _nlogn(n),
-                "cmac": N * Cout * cin * nf, "call": 1},
+                "cmac": N * Cout * cin * nf, "call": 1,
+                "scratch_min": _fft.transform_scratch(s_full, G * cin, Cout, complex_)},
         "overlap-add": {"nlogn": transforms * blocks * _nlogn(m) + Cout * cin * _nlogn(m),
                         "cmac": N * Cout * cin * mf * blocks, "call": 1},
     }
@@ -274,148 +292,3 @@ def estimate(constants: dict[str, dict[str, list[float]]], family: str,
         f = features[method]
         out[method] = float(sum(ci * f[name] for ci, name in zip(c, names)))
     return out
-
-
-# -- calibration --------------------------------------------------------------------
-def _time(fn: Callable[[], Any], min_time: float = 0.01, repeat: int = 5) -> float:
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = time.perf_counter() - t0
-    loops = max(1, int(min_time / max(once, 1e-6)))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            fn()
-        samples.append((time.perf_counter() - t0) / loops)
-    # The minimum: on a shared machine other jobs only ever add time.
-    return float(min(samples))
-
-
-PLANE_CASES = (
-    # (B, H, W, k)
-    (1, 64, 64, 3), (1, 128, 128, 3), (1, 256, 256, 5), (1, 512, 512, 3), (4, 64, 64, 7),
-    (1, 128, 128, 9), (1, 256, 256, 13), (1, 512, 512, 9), (1, 256, 256, 21),
-    (1, 512, 512, 17), (8, 32, 32, 5), (1, 1024, 1024, 3), (1, 1024, 1024, 11),
-    (1, 2048, 2048, 3), (1, 2048, 2048, 5), (1, 2048, 2048, 9), (1, 3072, 3072, 7),
-)
-# im2col for one kernel is never a candidate for planes; it is timed on small cases only.
-_GEMM_MAX_PIXELS = 1024 * 1024
-QUICK_PLANE_CASES = ((1, 32, 32, 3), (1, 64, 64, 5), (2, 32, 32, 7), (1, 96, 96, 3),
-                     (1, 48, 48, 9), (1, 1536, 1536, 3))
-CONV_CASES = (
-    # (N, C, H, W, Cout, k, stride)
-    (8, 16, 32, 32, 16, 3, 1), (4, 3, 64, 64, 8, 7, 1), (2, 32, 16, 16, 32, 5, 1),
-    (16, 64, 14, 14, 64, 3, 1), (1, 4, 96, 96, 4, 15, 1), (2, 8, 48, 48, 8, 9, 2),
-    (4, 1, 32, 32, 6, 5, 1), (1, 128, 8, 8, 128, 3, 1),
-    # Typical CNN layers: deep reductions, where direct and gemm are close.
-    (4, 256, 14, 14, 256, 3, 1), (8, 64, 28, 28, 64, 3, 1), (16, 3, 32, 32, 16, 5, 1),
-)
-QUICK_CONV_CASES = ((2, 4, 16, 16, 4, 3, 1), (1, 2, 24, 24, 3, 5, 1), (2, 8, 12, 12, 8, 3, 1),
-                    (1, 1, 20, 20, 2, 7, 1), (1, 3, 16, 16, 2, 5, 2))
-
-
-def _fit(rows: list[dict[str, float]], times: list[float], names: tuple[str, ...]) -> list[float]:
-    from scipy.optimize import nnls
-
-    A = np.array([[r[n] for n in names] for r in rows], dtype=float)
-    t = np.array(times, dtype=float)
-    # Relative error: each case counts alike whatever its size.
-    coef, _ = nnls(A / t[:, None], np.ones(len(t)))
-    return [float(c) for c in coef]
-
-
-def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Time every method on small cases, fit the constants and store them.
-
-    Returns ``{"device_key", "constants", "path", "timings", "fit_error"}``,
-    where ``fit_error`` is the median relative error of the fitted model on
-    the timed cases, per family and method.
-    """
-    import gpuconv
-    from .backend import get_backend_object, resolve_backend
-
-    if backend is None:
-        backend = resolve_backend()
-    elif isinstance(backend, str):
-        backend = get_backend_object(backend)
-    key = f"{backend.name}:{backend.device_key()}"
-    rng = np.random.default_rng(0)
-    say = progress or (lambda msg: None)
-    constants: dict[str, dict[str, list[float]]] = {"planes": {}, "conv2d": {}}
-    timings: dict[str, list[Any]] = {"planes": [], "conv2d": []}
-    fit_error: dict[str, dict[str, float]] = {"planes": {}, "conv2d": {}}
-
-    rows: dict[str, list[dict[str, float]]] = {m: [] for m in FEATURES["planes"]}
-    times: dict[str, list[float]] = {m: [] for m in FEATURES["planes"]}
-    with gpuconv.set_backend(backend.name):
-        for B, H, W, k in (QUICK_PLANE_CASES if quick else PLANE_CASES):
-            x = backend.asarray(rng.standard_normal((B, H, W), dtype=np.float32))
-            w = backend.asarray(rng.standard_normal((k, k), dtype=np.float32))
-            feats = planes_features(backend, B, (H, W), (k, k), (H - k + 1, W - k + 1), False)
-            for method in FEATURES["planes"]:
-                if method not in feats or (method == "gemm" and B * H * W > _GEMM_MAX_PIXELS):
-                    continue
-
-                def call(method=method):
-                    out = gpuconv.correlate2d(x, w, "valid", method=method)
-                    backend.to_numpy(out[..., :1, :1])
-                t = _time(call)
-                rows[method].append(feats[method])
-                times[method].append(t)
-                timings["planes"].append([[B, H, W, k], method, t])
-            say(f"planes {B}x{H}x{W} k{k}")
-        defaults, _ = load_constants(key)
-        for method, names in FEATURES["planes"].items():
-            constants["planes"][method] = (_fit(rows[method], times[method], names)
-                                           if rows[method] else defaults["planes"][method])
-
-        rows = {m: [] for m in FEATURES["conv2d"]}
-        times = {m: [] for m in FEATURES["conv2d"]}
-        for N, C, H, W, Co, k, s in (QUICK_CONV_CASES if quick else CONV_CASES):
-            x = backend.asarray(rng.standard_normal((N, C, H, W), dtype=np.float32))
-            w = backend.asarray(rng.standard_normal((Co, C, k, k), dtype=np.float32))
-            out_hw = ((H - k) // s + 1, (W - k) // s + 1)
-            feats = conv2d_features(backend, (N, C, H, W), (Co, C, k, k), out_hw, (s, s), 1,
-                                    False)
-            for method in FEATURES["conv2d"]:
-                if method not in feats:
-                    continue
-
-                def call(method=method):
-                    out = gpuconv.conv2d(x, w, stride=s, method=method)
-                    backend.to_numpy(out[..., :1, :1])
-                t = _time(call)
-                rows[method].append(feats[method])
-                times[method].append(t)
-                timings["conv2d"].append([[N, C, H, W, Co, k, s], method, t])
-            say(f"conv2d ({N},{C},{H},{W})->{Co} k{k} s{s}")
-        for method, names in FEATURES["conv2d"].items():
-            constants["conv2d"][method] = (_fit(rows[method], times[method], names)
-                                           if rows[method] else defaults["conv2d"][method])
-
-    for family in ("planes", "conv2d"):
-        for method, names in FEATURES[family].items():
-            c = constants[family][method]
-            rel = []
-            for shape, m, t in timings[family]:
-                if m == method:
-                    f = _row_features(backend, family, shape)[method]
-                    rel.append(abs(sum(ci * f[n] for ci, n in zip(c, names)) - t) / t)
-            fit_error[family][method] = float(np.median(rel)) if rel else float("nan")
-    meta = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "numpy": np.__version__}
-    path = _save(key, constants, meta) if save else None
-    return {"device_key": key, "constants": constants, "path": path, "timings": timings,
-            "fit_error": fit_error}
-
-
-def _row_features(backend: Any, family: str, shape: list[int]) -> dict[str, dict[str, float]]:
-    if family == "planes":
-        B, H, W, k = shape
-        return planes_features(backend, B, (H, W), (k, k), (H - k + 1, W - k + 1), False)
-    N, C, H, W, Co, k, s = shape
-    return conv2d_features(backend, (N, C, H, W), (Co, C, k, k),
-                           ((H - k) // s + 1, (W - k) // s + 1), (s, s), 1, False)

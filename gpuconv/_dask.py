@@ -4,7 +4,10 @@ The public front doors send a call here when one of its arrays is a dask array
 (found without importing dask, so only a caller that already imported dask can
 get here).  The result is a lazy dask array whose chunks are computed by the
 in-memory gpuconv op, on the backend of the chunks (NumPy, or CuPy under
-dask-cuda), so ``method`` and the backend rules apply per chunk.
+dask-cuda).  ``method="auto"`` is decided once, when the graph is built, for
+the shape of an interior chunk, and that method computes every chunk: the
+result does not depend on where the chunks are cut.  (As in memory, a chunk
+holding NaN or Inf falls back from an FFT method to the exact one.)
 
 Validation happens once, by the in-memory front door itself: it is called on
 empty stand-ins with the dask arrays' shapes and dtypes (a zero-length batch),
@@ -42,11 +45,15 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from . import _choose
+from . import conv as conv_front
+from . import correlate as correlate_front
 from ._config import get_scratch_limit, scratch_limit
 from ._dispatch import has_dask
 from ._frontdoor import as_backend_array
-from ._validation import (check_fillvalue, compute_dtype, pair, parse_boundary, parse_mode,
-                          parse_padding_mode)
+from ._geometry import conv_output_hw, plane_geometry, resolve_padding, source_index
+from ._validation import (check_fillvalue, compute_dtype, pair, parse_boundary, parse_method,
+                          parse_mode, parse_padding_mode)
 from .backend import get_backend, resolve_backend, set_backend
 
 __all__ = ["correlate2d", "conv2d", "conv_transpose2d", "extend_axis", "anchor_chunks"]
@@ -94,25 +101,6 @@ def _chunk_settings() -> dict[str, Any]:
 
 
 # -- lazy extension along one axis -------------------------------------------
-def _source_index(positions: np.ndarray, n: int, rule: str) -> np.ndarray:
-    """Index of the input sample each extended position copies, or -1 for the fill value."""
-    if rule == "fill":
-        return np.where((positions >= 0) & (positions < n), positions, -1)
-    if rule == "wrap":
-        return positions % n
-    if rule == "symm":  # mirrored with the edge repeated (NumPy's "symmetric")
-        q = positions % (2 * n)
-        return np.where(q < n, q, 2 * n - 1 - q)
-    if rule == "reflect":  # mirrored about the edge sample (NumPy's and PyTorch's "reflect")
-        if n == 1:
-            return np.zeros_like(positions)
-        q = positions % (2 * n - 2)
-        return np.where(q < n, q, 2 * n - 2 - q)
-    if rule == "edge":
-        return np.clip(positions, 0, n - 1)
-    raise ValueError(f"unknown extension rule {rule!r}")
-
-
 def extend_axis(x: Any, axis: int, before: int, after: int, rule: str,
                 fillvalue: Any = 0) -> Any:
     """``x`` lazily extended (positive amounts) or cropped (negative) along ``axis``.
@@ -124,7 +112,7 @@ def extend_axis(x: Any, axis: int, before: int, after: int, rule: str,
     n = x.shape[axis]
     if before == 0 and after == 0:
         return x
-    src = _source_index(np.arange(-before, n + after), n, rule)
+    src = source_index(np.arange(-before, n + after), n, rule)
     index = [slice(None)] * x.ndim
     pieces = []
     start = 0
@@ -210,31 +198,43 @@ def _with_halos(x: Any, extents: tuple[int, int], strides: tuple[int, int],
 
 
 # -- per-chunk calls (run on the workers) -------------------------------------
-def _correlate_chunk(x: Any, w: Any, *, convolution: bool, method: str, backend: str,
-                     scratch: int) -> Any:
-    from .correlate import convolve2d, correlate2d
-
-    op = convolve2d if convolution else correlate2d
+def _correlate_chunk(x: Any, w: Any, *, convolution: bool, method: str, fallback: bool,
+                     backend: str, scratch: int) -> Any:
     with set_backend(backend), scratch_limit(scratch):
-        return op(x, w, mode="valid", method=method)
+        call = correlate_front._plan(x, w, "valid", "fill", 0, convolution=convolution)
+        return call.run(correlate_front.resolve_method(call, method, fallback))
 
 
 def _conv2d_chunk(x: Any, w: Any, b: Any, *, stride: tuple[int, int],
-                  dilation: tuple[int, int], groups: int, method: str, backend: str,
-                  scratch: int) -> Any:
-    from .conv import conv2d
-
+                  dilation: tuple[int, int], groups: int, method: str, fallback: bool,
+                  backend: str, scratch: int) -> Any:
     with set_backend(backend), scratch_limit(scratch):
-        return conv2d(x, w, b, stride=stride, padding=0, dilation=dilation, groups=groups,
-                      method=method)
+        call = conv_front._plan_conv2d(x, w, b, stride, 0, dilation, groups, "zeros")
+        return call.run(conv_front.resolve_method(call, method, fallback))
 
 
-def _conv_transpose2d_chunk(x: Any, w: Any, b: Any, *, kwargs: dict[str, Any],
-                            backend: str, scratch: int) -> Any:
-    from .conv import conv_transpose2d
-
+def _conv_transpose2d_chunk(x: Any, w: Any, b: Any, *, kwargs: dict[str, Any], method: str,
+                            fallback: bool, backend: str, scratch: int) -> Any:
     with set_backend(backend), scratch_limit(scratch):
-        return conv_transpose2d(x, w, b, **kwargs)
+        call = conv_front._plan_conv_transpose2d(x, w, b, **kwargs)
+        return call.run(conv_front.resolve_method(call, method, fallback))
+
+
+def _once(method: Any, choose: Any) -> dict[str, Any]:
+    """The method every chunk runs: ``auto`` decided here, once, for an interior chunk.
+
+    An FFT method chosen by ``auto`` keeps ``auto``'s fallback to an exact
+    method for chunks holding NaN or Inf; one asked for by name does not.
+    """
+    method = parse_method(method)
+    if method != "auto":
+        return {"method": method, "fallback": False}
+    chosen = choose().method
+    return {"method": chosen, "fallback": chosen in _choose.NEEDS_FINITE}
+
+
+def _largest(chunks: tuple[int, ...]) -> int:
+    return max(chunks) if chunks else 0
 
 
 def _out_meta(backend: Any, ndim: int, dtype: np.dtype) -> Any:
@@ -247,12 +247,12 @@ def correlate2d(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, me
                 *, convolution: bool, swap: bool = True,
                 names: tuple[str, str] = ("in1", "in2")) -> Any:
     """Dask version of :func:`gpuconv.correlate2d` / :func:`gpuconv.convolve2d`."""
-    from . import correlate as front
-
+    front = correlate_front
     name1, name2 = names
     backend = resolve_backend(**{name1: in1, name2: in2})
     x = _as_dask(backend, name1, in1)
     k = _as_dask(backend, name2, in2)
+    exact = x.dtype.kind in "biu" and k.dtype.kind in "biu"
     if x.ndim < 2:
         raise ValueError(f"{name1} must have at least 2 dimensions (..., H, W); "
                          f"got shape {x.shape}")
@@ -262,12 +262,11 @@ def correlate2d(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, me
     mode, boundary = parse_mode(mode), parse_boundary(boundary)
     _, work = compute_dtype({name1: x.dtype, name2: k.dtype})
     (H, W), (kh, kw) = x.shape[-2:], k.shape
-    (oh, ow), (top, left), swapped = front._plane_geometry(mode, convolution, (H, W), (kh, kw),
-                                                           swap, names)
+    (oh, ow), (top, left), swapped = plane_geometry(mode, convolution, (H, W), (kh, kw), swap,
+                                                    names)
     nd = x.ndim
     x = x.astype(work)
     w = _single_block(k, work)
-    fn = partial(_correlate_chunk, convolution=convolution, method=method, **_chunk_settings())
     if swapped:
         # SciPy's swapped 'valid' (kernel larger than the planes): the output is
         # small and every plane is needed whole, so each plane is one chunk.
@@ -281,6 +280,12 @@ def correlate2d(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, me
         x = extend_axis(x, nd - 2, top, oh + kh - 1 - H - top, boundary, fillvalue)
         x = extend_axis(x, nd - 1, left, ow + kw - 1 - W - left, boundary, fillvalue)
         x, out_chunks = _with_halos(x, (kh, kw), (1, 1))
+    batch = int(np.prod([_largest(c) for c in x.chunks[:-2]]))
+    interior = (_largest(x.chunks[-2]), _largest(x.chunks[-1]))
+    fn = partial(_correlate_chunk, convolution=convolution, **_chunk_settings(),
+                 **_once(method, lambda: _choose.choose_planes_method(
+                     backend, (batch,) + interior, (kh, kw),
+                     (interior[0] - kh + 1, interior[1] - kw + 1), work, "fill", exact)))
     ind = tuple(range(nd))
     out = da.blockwise(fn, ind, x, ind, w, (nd, nd + 1), dtype=work, concatenate=True,
                        adjust_chunks={nd - 2: out_chunks[0], nd - 1: out_chunks[1]},
@@ -311,10 +316,10 @@ def _work_dtype(x: Any, w: Any, b: Any) -> np.dtype:
 def conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any,
            groups: Any, *, padding_mode: Any, method: Any) -> Any:
     """Dask version of :func:`gpuconv.conv2d`."""
-    from . import conv as front
-
+    front = conv_front
     backend = resolve_backend(input=input, weight=weight, bias=bias)
     x, w, b, unbatched = _prepare_nchw(backend, input, weight, bias)
+    exact = x.dtype.kind in "biu" and w.dtype.kind in "biu"
     # A 4-D stand-in with an empty batch: same checks, same messages.
     probe = front.conv2d(_stand_in(backend, x, (0,) + x.shape[1:]), _stand_in(backend, w),
                          _stand_in(backend, b), stride, padding, dilation, groups,
@@ -322,8 +327,8 @@ def conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilati
     stride = pair("stride", stride, minimum=1)
     dilation = pair("dilation", dilation, minimum=1)
     kh, kw = w.shape[2:]
-    top, bottom, left, right = front._resolve_padding(padding, x.shape[2:], (kh, kw), stride,
-                                                      dilation)
+    top, bottom, left, right = resolve_padding(padding, x.shape[2:], (kh, kw), stride,
+                                               dilation)
     work = _work_dtype(x, w, b)
     rule = _PADDING_RULE[parse_padding_mode(padding_mode)]
     # Channels are the reduction: one chunk, summed in the in-memory order.
@@ -332,8 +337,13 @@ def conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilati
     x = extend_axis(x, 3, left, right, rule, 0)
     extents = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     x, out_chunks = _with_halos(x, extents, stride)
+    interior = (_largest(x.chunks[0]), x.shape[1], _largest(x.chunks[2]), _largest(x.chunks[3]))
+    out_hw = conv_output_hw(interior[2:], (0, 0, 0, 0), (kh, kw), stride, dilation)
     fn = partial(_conv2d_chunk, stride=stride, dilation=dilation, groups=int(groups),
-                 method=method, **_chunk_settings())
+                 **_chunk_settings(),
+                 **_once(method, lambda: _choose.choose_conv2d_method(
+                     backend, interior, tuple(w.shape), out_hw, stride, int(groups), work,
+                     exact, dilation)))
     args = [x, ("n", "c", "h", "w"), _single_block(w, work), ("o", "i", "k", "l")]
     args += [_single_block(b, work), ("o",)] if b is not None else [None, None]
     out = da.blockwise(fn, ("n", "o", "h", "w"), *args, dtype=work, concatenate=True,
@@ -351,18 +361,23 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padding: A
     convolution scatters every input sample over a window, so spatial chunks
     would need halos on the output side; the batch is what is large in practice.
     """
-    from . import conv as front
-
     backend = resolve_backend(input=input, weight=weight, bias=bias)
     x, w, b, unbatched = _prepare_nchw(backend, input, weight, bias)
+    exact = x.dtype.kind in "biu" and w.dtype.kind in "biu"
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
-                  groups=groups, dilation=dilation, method=method)
-    probe = front.conv_transpose2d(_stand_in(backend, x, (0,) + x.shape[1:]),
-                                   _stand_in(backend, w), _stand_in(backend, b), **kwargs)
+                  groups=groups, dilation=dilation)
+    probe = conv_front.conv_transpose2d(_stand_in(backend, x, (0,) + x.shape[1:]),
+                                        _stand_in(backend, w), _stand_in(backend, b),
+                                        method=method, **kwargs)
     work = _work_dtype(x, w, b)
     _, Cout, Ho, Wo = probe.shape
     x = x.astype(work).rechunk({1: -1, 2: -1, 3: -1})
-    fn = partial(_conv_transpose2d_chunk, kwargs=kwargs, **_chunk_settings())
+    nb = _largest(x.chunks[0])
+    fn = partial(_conv_transpose2d_chunk, kwargs=kwargs, **_chunk_settings(),
+                 **_once(method, lambda: _choose.choose_conv2d_method(
+                     backend, (nb, Cout, Ho, Wo), tuple(w.shape), tuple(x.shape[2:]),
+                     pair("stride", stride, minimum=1), int(groups), work, exact,
+                     pair("dilation", dilation, minimum=1), op="conv_transpose2d")))
     args = [x, ("n", "c", "h", "w"), _single_block(w, work), ("c", "g", "k", "l")]
     new_axes = {"Y": Ho, "X": Wo}
     if b is None:

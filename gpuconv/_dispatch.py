@@ -7,11 +7,13 @@ in :data:`sys.modules`; ``import gpuconv`` therefore never imports it.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["array_library", "chunk_array_library", "common_array_library", "has_dask"]
+__all__ = ["array_library", "chunk_array_library", "common_array_library", "has_dask",
+           "deferred_module"]
 
 # Array libraries gpuconv knows how to recognise, by top-level module name.
 # NumPy is always importable (it is a core dependency); the others are looked
@@ -60,6 +62,24 @@ def chunk_array_library(x: Any) -> str | None:
 def has_dask(*values: Any) -> bool:
     """Whether any of ``values`` is a dask array (dask is never imported here)."""
     return any(array_library(v) == "dask" for v in values)
+
+
+# Array libraries whose arrays are not computed by a backend but deferred to a layer
+# above the ops, which builds a task graph of in-memory calls.  The ops reach it through
+# deferred_module, by name: that layer imports the ops, the ops never import it.
+_DEFERRED = {"dask": "gpuconv._dask"}
+
+
+def deferred_module(*values: Any) -> Any:
+    """The module that computes a call lazily when one of ``values`` is a deferred array.
+
+    ``None`` for in-memory arrays, so an op continues with its own code.
+    """
+    for v in values:
+        name = _DEFERRED.get(array_library(v))  # type: ignore[arg-type]
+        if name is not None:
+            return importlib.import_module(name)
+    return None
 
 
 def common_array_library(**arrays: Any) -> str | None:

@@ -38,8 +38,17 @@ over the kernel), because each transform perturbs its spectrum by at most
 ``~eps * log2(N)`` times its norm, the spectrum of ``w`` is bounded by
 ``||w||_1``, and Parseval carries the error back.  :func:`error_bound`
 computes it with ``C = 4``.  Unlike direct summation the error is spread over
-every output: one NaN or Inf in the input makes the whole output non-finite,
-so the FFT entry points warn (``RuntimeWarning``) when they see one.
+every output: one NaN or Inf in the input makes the whole output non-finite.
+The front doors therefore never let ``method="auto"`` bring a non-finite input
+here, and warn (``RuntimeWarning``) when one is sent here explicitly.
+
+Scratch
+-------
+``"fft"`` transforms whole planes: its smallest unit of work, one image's
+spectra plus the kernel's (:func:`transform_scratch`), must fit in
+:func:`gpuconv.scratch_limit`, else it raises ``MemoryError``; images are
+processed as many at a time as the limit allows.  ``"overlap-add"`` works in
+blocks and fits any limit down to one block row of one image.
 """
 
 from __future__ import annotations
@@ -47,7 +56,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -149,16 +157,6 @@ def error_bound(x: Any, w: Any, n_shape: tuple[int, int], dtype: Any) -> float:
     return _BOUND_C * eps * math.log2(max(n_shape[0] * n_shape[1], 2)) * nx * nw
 
 
-def _warn_nonfinite(xp: Any, *arrays: Any) -> None:
-    for a in arrays:
-        if not bool(xp.isfinite(a).all()):
-            warnings.warn(
-                "non-finite values (NaN or Inf) in the input of an FFT convolution: through "
-                "the transform they spread to every output element, unlike method='direct'",
-                RuntimeWarning, stacklevel=4)
-            return
-
-
 # -- block sizes --------------------------------------------------------------
 def _candidates(fft: Any, k: int, size: int, real: bool) -> list[int]:
     """Fast transform lengths worth trying along one axis for a kernel of length k."""
@@ -225,6 +223,45 @@ def _rows_of(total: int, per_item_bytes: int, scratch_bytes: int) -> int:
     return max(1, min(total, scratch_bytes // max(per_item_bytes, 1)))
 
 
+def _spectrum_elements(s: tuple[int, int], complex_: bool) -> int:
+    # A real plane's spectrum holds s0*(s1//2 + 1) complex numbers, two elements each.
+    return s[0] * s[1] if complex_ else 2 * s[0] * (s[1] // 2 + 1)
+
+
+def _kernel_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int:
+    # The kernel's spectra, twice when channels are summed per frequency (the
+    # frequency-major copy of _contract).
+    return _spectrum_elements(s, complex_) * co * ci * (2 if ci > 1 else 1)
+
+
+def _image_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int:
+    # One image: its input spectra and the products (each with its frequency-major
+    # copy), then the inverse planes.
+    return _spectrum_elements(s, complex_) * 2 * (ci + co) + co * s[0] * s[1]
+
+
+def transform_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int:
+    """Scratch of a whole-plane transform of one image, in elements of the working dtype.
+
+    ``s`` is the transform size, ``ci``/``co`` the planes in and out per image
+    (all groups).  This is the smallest unit of work of ``method="fft"``.
+    """
+    return _kernel_scratch(s, ci, co, complex_) + _image_scratch(s, ci, co, complex_)
+
+
+def _too_big(what: str, need: int, scratch_bytes: int) -> MemoryError:
+    return MemoryError(
+        f"method='fft' transforms whole planes: {what} needs {need / 2**20:.1f} MiB of "
+        f"scratch, over the scratch limit of {scratch_bytes / 2**20:.1f} MiB; use "
+        "method='overlap-add' (blocks sized to the limit) or raise the limit with "
+        "gpuconv.scratch_limit(...)")
+
+
+def _real_itemsize(dtype: Any) -> int:
+    dtype = np.dtype(dtype)
+    return dtype.itemsize // 2 if dtype.kind == "c" else dtype.itemsize
+
+
 def _correlate_fft(backend: Any, x: Any, w: Any, top: tuple[int, int],
                    out_hw: tuple[int, int], scratch_bytes: int) -> Any:
     """The engine, whole planes: x (N, G, Ci, H, W), w (G, Co, Ci, kh, kw) -> (N, G, Co, oh, ow).
@@ -241,12 +278,15 @@ def _correlate_fft(backend: Any, x: Any, w: Any, top: tuple[int, int],
     # Linear-correlation index p = i + p0 is alias-free for n >= H + top and n > p0 + oh - 1.
     need = (max(H + top[0], p0[0] + oh), max(W + top[1], p0[1] + ow))
     s = fft_shape(backend.fft, need, real=not complex_)
+    item = _real_itemsize(x.dtype)
+    kernel = _kernel_scratch(s, G * Ci, G * Co, complex_) * item
+    image = _image_scratch(s, G * Ci, G * Co, complex_) * item
+    if kernel + image > scratch_bytes:
+        raise _too_big(f"one image of {G * Ci} plane(s) transformed at size {s}",
+                       kernel + image, scratch_bytes)
     sp = _Spectra(backend, complex_)
     Wf = sp.forward(w[..., ::-1, ::-1], s)
-    cdtype = Wf.dtype
-    per_image = (G * (Ci + Co) * Wf.shape[-2] * Wf.shape[-1] * 2 * cdtype.itemsize
-                 + G * Co * s[0] * s[1] * x.dtype.itemsize)
-    step = _rows_of(N, per_image, scratch_bytes)
+    step = _rows_of(N, image, scratch_bytes - kernel)
     out = xp.empty((N, G, Co, oh, ow), dtype=x.dtype)
     for n0 in range(0, N, step):
         X = sp.forward(x[n0:n0 + step], s)
@@ -324,18 +364,28 @@ def _fold(xp: Any, w: Any, H: int, W: int) -> Any:
 
 
 def _correlate_wrap(backend: Any, x: Any, w: Any, out_shape: tuple[int, int],
-                    origin: tuple[int, int]) -> Any:
+                    origin: tuple[int, int], scratch_bytes: int) -> Any:
     """Periodic boundary: one circular FFT of exactly the plane size, no padding."""
     xp = backend.xp
     B, H, W = x.shape
     complex_ = x.dtype.kind == "c" or w.dtype.kind == "c"
+    item = _real_itemsize(x.dtype)
+    kernel = _kernel_scratch((H, W), 1, 1, complex_) * item
+    plane = _image_scratch((H, W), 1, 1, complex_) * item
+    if kernel + plane > scratch_bytes:
+        raise _too_big(f"one plane transformed at size {(H, W)}", kernel + plane, scratch_bytes)
     sp = _Spectra(backend, complex_)
     # Circular correlation with w is circular convolution with g[r] = w[-r mod H].
     g = xp.roll(_fold(xp, w, H, W)[::-1, ::-1], (1, 1), axis=(0, 1))
-    P = sp.inverse(sp.forward(x, (H, W)) * sp.forward(g, (H, W)), (H, W))
+    G = sp.forward(g, (H, W))
     rows = (xp.arange(out_shape[0]) - origin[0]) % H
     cols = (xp.arange(out_shape[1]) - origin[1]) % W
-    return xp.ascontiguousarray(P[:, rows][:, :, cols].astype(x.dtype, copy=False))
+    out = xp.empty((B,) + tuple(out_shape), dtype=x.dtype)
+    step = _rows_of(B, plane, scratch_bytes - kernel)
+    for b0 in range(0, B, step):
+        P = sp.inverse(sp.forward(x[b0:b0 + step], (H, W)) * G, (H, W))
+        out[b0:b0 + step] = P[:, rows][:, :, cols]
+    return out
 
 
 def correlate_planes(backend: Any, x: Any, w: Any, out_shape: tuple[int, int],
@@ -347,18 +397,16 @@ def correlate_planes(backend: Any, x: Any, w: Any, out_shape: tuple[int, int],
     dtype; the result obeys the error bound of :func:`error_bound`.
     """
     xp = backend.xp
-    _warn_nonfinite(xp, x, w)
     if boundary == "wrap" and method == "fft":
-        return _correlate_wrap(backend, x, w, out_shape, origin)
+        return _correlate_wrap(backend, x, w, out_shape, origin, scratch_bytes)
     top = origin
     if boundary == "fill":
         if fillvalue != 0:
             # ext = (x - f) extended by zeros, plus f everywhere: the constant
             # part contributes f * sum(w) to every output.
-            shift = xp.asarray(fillvalue, dtype=x.dtype)
-            out = correlate_planes(backend, x - shift, w, out_shape, origin, "fill", 0, method,
-                                   scratch_bytes)
-            out += shift * w.sum()
+            out = correlate_planes(backend, x - fillvalue, w, out_shape, origin, "fill", 0,
+                                   method, scratch_bytes)
+            out += fillvalue * w.sum()
             return out
     else:
         H, W = x.shape[-2:]
@@ -396,17 +444,75 @@ def _phases(xp: Any, a: Any, s: tuple[int, int]) -> Any:
     return a.reshape(lead + (C * s[0] * s[1], hq, wq))
 
 
+def _windows(n_out: int, step: int, span: int) -> np.ndarray:
+    """Positions ``i*step + u`` for ``i < n_out``, ``u < span``: the samples the windows cover."""
+    return (np.arange(n_out)[:, None] * step + np.arange(span)[None, :]).ravel()
+
+
+def drop_unread(xp: Any, x: Any, ext: tuple[int, int], stride: tuple[int, int],
+                out_hw: tuple[int, int]) -> tuple[Any, tuple[int, int]]:
+    """With a stride larger than the kernel's extent, keep only the samples windows read.
+
+    Output ``i`` reads samples ``i*s .. i*s + e - 1``; for ``s > e`` the rest are
+    never read, so they are dropped and the windows become adjacent (stride
+    ``e``).  The polyphase transform then has at most ``e`` phases per axis
+    instead of ``s``, and planes hold what is used: stride 1024 on a 9x9 image
+    transforms a few samples, not a million phases.
+    """
+    for axis in range(2):
+        if stride[axis] > ext[axis]:
+            keep = xp.asarray(_windows(out_hw[axis], stride[axis], ext[axis]))
+            x = xp.take(x, keep, axis=x.ndim - 2 + axis)
+            stride = (ext[0], stride[1]) if axis == 0 else (stride[0], ext[1])
+    return x, stride
+
+
+def _spread_transpose(backend: Any, x: Any, w: Any, stride: tuple[int, int],
+                      padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                      out_hw: tuple[int, int], method: str, scratch_bytes: int,
+                      ext: tuple[int, int]) -> Any:
+    """conv_transpose2d with a stride larger than the kernel's extent.
+
+    Each input sample then writes its own window, apart from the others: the
+    transposed convolution with the windows adjacent (stride ``e``) computes
+    them all, and they are placed ``s`` apart on a zero canvas (the adjoint of
+    :func:`drop_unread`).
+    """
+    xp = backend.xp
+    N, _, H, W = x.shape
+    hw = (H, W)
+    reduced = (min(stride[0], ext[0]), min(stride[1], ext[1]))
+    full_r = tuple((hw[a] - 1) * reduced[a] + ext[a] for a in range(2))
+    y = conv_transpose2d(backend, x, w, reduced, (0, 0), dilation, groups, full_r, method,
+                         scratch_bytes)
+    for axis in range(2):
+        if stride[axis] > ext[axis]:
+            shape = list(y.shape)
+            shape[2 + axis] = (hw[axis] - 1) * stride[axis] + ext[axis]
+            canvas = xp.zeros(tuple(shape), dtype=y.dtype)
+            where = xp.asarray(_windows(hw[axis], stride[axis], ext[axis]))
+            if axis == 0:
+                canvas[:, :, where, :] = y
+            else:
+                canvas[:, :, :, where] = y
+            y = canvas
+    Ho, Wo = out_hw
+    y = extend_planes(xp, y, 0, max(padding[0] + Ho - y.shape[-2], 0),
+                      0, max(padding[1] + Wo - y.shape[-1], 0), "fill", 0)
+    return xp.ascontiguousarray(y[..., padding[0]:padding[0] + Ho, padding[1]:padding[1] + Wo])
+
+
 def conv2d(backend: Any, xpad: Any, w: Any, stride: tuple[int, int], dilation: tuple[int, int],
            groups: int, out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any:
     """``conv2d`` on an already padded input: valid correlation, channels summed per frequency."""
     xp = backend.xp
-    _warn_nonfinite(xp, xpad, w)
     N, C = xpad.shape[:2]
     Cout, Cg = w.shape[:2]
     G = groups
     x5 = xpad.reshape((N, G, Cg) + xpad.shape[2:])
     wd = _dilate(xp, w, dilation)
     w5 = wd.reshape((G, Cout // G, Cg) + wd.shape[2:])
+    x5, stride = drop_unread(xp, x5, wd.shape[-2:], stride, out_hw)
     if stride != (1, 1):
         x5 = _phases(xp, x5, stride)
         w5 = _phases(xp, w5, stride)
@@ -419,13 +525,15 @@ def conv_transpose2d(backend: Any, x: Any, w: Any, stride: tuple[int, int],
                      out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any:
     """The adjoint of :func:`conv2d`: one full convolution per output phase of the stride."""
     xp = backend.xp
-    _warn_nonfinite(xp, x, w)
     N, Cin, H, W = x.shape
     _, Coutg, _, _ = w.shape
     G = groups
     s = stride
     wd = _dilate(xp, w, dilation)                     # (Cin, Coutg, khd, kwd)
     khd, kwd = wd.shape[-2:]
+    if s[0] > khd or s[1] > kwd:
+        return _spread_transpose(backend, x, w, stride, padding, dilation, groups, out_hw,
+                                 method, scratch_bytes, (khd, kwd))
     a0, a1 = -(-khd // s[0]), -(-kwd // s[1])
     wd = extend_planes(xp, wd, 0, a0 * s[0] - khd, 0, a1 * s[1] - kwd, "fill", 0)
     wd = wd.reshape(G, Cin // G, Coutg, a0, s[0], a1, s[1])

@@ -1,14 +1,18 @@
-"""Input conversion shared by the public ops: one place that turns arguments into
-contiguous backend arrays of the working dtype."""
+"""What every public op does at its front door: convert arguments into contiguous
+backend arrays of the working dtype, check that a call fits in memory before it
+allocates, and test inputs for NaN and Inf when the method needs to know."""
 
 from __future__ import annotations
 
+import cmath
 import reprlib
+import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_backend_array", "native_work_dtype", "to_work"]
+__all__ = ["as_backend_array", "native_work_dtype", "to_work", "all_finite", "warn_nonfinite",
+           "check_fits"]
 
 
 def _not_convertible(argname: str, value: Any, exc: Exception) -> TypeError:
@@ -31,6 +35,9 @@ def as_backend_array(backend: Any, argname: str, value: Any) -> Any:
             raise _not_convertible(argname, value, exc) from None
     if _is_numpy_dtype(value.dtype):
         _check_kind(argname, value.dtype)
+        if not np.dtype(value.dtype).isnative:
+            # Big-endian data (from a file, say) is as good as any: compute in native order.
+            value = value.astype(np.dtype(value.dtype).newbyteorder("="))
     try:
         arr = backend.asarray(value)
     except (TypeError, ValueError) as exc:
@@ -69,3 +76,47 @@ def native_work_dtype(backend: Any, method: str, result_dtype: np.dtype,
     if result_dtype == np.float16 and method in getattr(backend, "native_float16", ()):
         return result_dtype
     return work_dtype
+
+
+def all_finite(backend: Any, arrays: tuple[Any, ...], scalars: tuple[Any, ...] = ()) -> bool:
+    """Whether every array and scalar is free of NaN and Inf.
+
+    One reduction per array and a single device-to-host transfer for all of
+    them: a sum is NaN or Inf when any term is (or when finite terms overflow,
+    which sends the call to an exact method too, where it belongs).
+    """
+    if not all(cmath.isfinite(complex(v)) for v in scalars):
+        return False
+    xp = backend.xp
+    flags = None
+    for a in arrays:
+        total = a.sum(dtype=np.float32) if a.dtype == np.float16 else a.sum()
+        ok = xp.isfinite(total)
+        flags = ok if flags is None else flags & ok
+    return True if flags is None else bool(flags)
+
+
+def warn_nonfinite(method: str) -> None:
+    """Warn that an explicitly chosen FFT method got a NaN or an Inf."""
+    warnings.warn(
+        f"non-finite values (NaN or Inf) in the input of method={method!r}: through the "
+        "transform they spread to every output element, unlike method='direct' (which "
+        "method='auto' uses for such inputs)", RuntimeWarning, stacklevel=4)
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def check_fits(backend: Any, nbytes: int, what: str, fix: str) -> None:
+    """Raise ``MemoryError`` before allocating when a call needs more than the machine has.
+
+    ``what`` names the arrays and their shapes, ``fix`` the arguments to change.
+    The backend says what it can give (``available_memory()``: free RAM, or
+    free device memory); a backend that cannot tell is not checked.
+    """
+    probe = getattr(backend, "available_memory", None)
+    available = probe() if probe is not None else None
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} need {_mib(nbytes)}, more than the {_mib(available)} "
+                          f"available on backend {backend.name!r}; {fix}")

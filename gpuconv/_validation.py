@@ -87,6 +87,8 @@ def compute_dtype(argname_dtypes: dict[str, Any]) -> tuple[np.dtype, np.dtype]:
     promoted = []
     for argname, dtype in argname_dtypes.items():
         dtype = np.dtype(dtype)
+        if not dtype.isnative:
+            dtype = dtype.newbyteorder("=")
         if dtype.kind in "biu":
             dtype = np.dtype(np.float64)
         elif dtype not in _FLOAT_KINDS:

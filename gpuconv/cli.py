@@ -54,7 +54,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from ._costmodel import calibrate
+    from ._measure import calibrate
 
     report = calibrate(args.backend, quick=args.quick,
                        progress=lambda line: print(f"timed {line}", flush=True))

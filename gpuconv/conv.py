@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from . import _choose
 from ._config import get_scratch_limit
-from ._dispatch import has_dask
-from ._frontdoor import as_backend_array, native_work_dtype, to_work
+from ._dispatch import deferred_module
+from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_dtype, to_work,
+                         warn_nonfinite)
+from ._geometry import conv_output_hw, extent, resolve_padding, transpose_output_hw
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
 from .backend import resolve_backend
 
@@ -20,29 +23,8 @@ PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 Method = Literal["auto", "direct", "gemm", "fft", "overlap-add"]
 
 
-def _same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    # TensorFlow's rule: output ceil(size / s); the odd pixel of padding goes
-    # after (bottom/right).  With s == 1 this is PyTorch's padding="same".
-    out = -(-size // s)
-    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def _resolve_padding(padding: Any, hw: tuple[int, int], k: tuple[int, int],
-                     stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) for an int, a pair, 'valid' or 'same'."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return 0, 0, 0, 0
-        if padding == "same":
-            top, bottom = _same_padding(hw[0], k[0], stride[0], dilation[0])
-            left, right = _same_padding(hw[1], k[1], stride[1], dilation[1])
-            return top, bottom, left, right
-        raise ValueError(
-            f"padding must be an int, a pair of ints, 'valid' or 'same'; got {padding!r}"
-        )
-    ph, pw = pair("padding", padding, minimum=0)
-    return ph, ph, pw, pw
+# The padding rules live with the other shape rules; this name stays for callers.
+_resolve_padding = resolve_padding
 
 
 def output_shape(input_size: Any, kernel_size: Any, *, stride: Any = 1, padding: Any = 0,
@@ -86,13 +68,12 @@ def output_shape(input_size: Any, kernel_size: Any, *, stride: Any = 1, padding:
     k = pair("kernel_size", kernel_size, minimum=1)
     s = pair("stride", stride, minimum=1)
     d = pair("dilation", dilation, minimum=1)
-    top, bottom, left, right = _resolve_padding(padding, hw, k, s, d)
-    ho = (hw[0] + top + bottom - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    wo = (hw[1] + left + right - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    pads = resolve_padding(padding, hw, k, s, d)
+    ho, wo = conv_output_hw(hw, pads, k, s, d)
     if ho < 1 or wo < 1:
         raise ValueError(
             f"kernel_size {k} with dilation {d} does not fit in input_size {hw} padded by "
-            f"{(top, bottom, left, right)}: the output would be {(ho, wo)}"
+            f"{pads}: the output would be {(ho, wo)}"
         )
     return ho, wo
 
@@ -127,15 +108,6 @@ def _prepare(backend: Any, input: Any, weight: Any, bias: Any) -> tuple[Any, Any
     if bias is not None:
         bias = as_backend_array(backend, "bias", bias)
     return input, weight, bias, unbatched
-
-
-def _finish(backend: Any, out: Any, bias: Any, result_dtype: Any, work_dtype: Any,
-            unbatched: bool) -> Any:
-    if bias is not None:
-        out += to_work(backend, bias, work_dtype)[None, :, None, None]
-    if unbatched:
-        out = out[0]
-    return out.astype(result_dtype, copy=False)
 
 
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
@@ -199,50 +171,13 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     >>> np.allclose(y[:, 0], z)
     True
     """
-    if has_dask(input, weight, bias):
-        from . import _dask
-
-        return _dask.conv2d(input, weight, bias, stride, padding, dilation, groups,
-                            padding_mode=padding_mode, method=method)
-    backend = resolve_backend(input=input, weight=weight, bias=bias)
-    padding_mode = parse_padding_mode(padding_mode)
+    lazy = deferred_module(input, weight, bias)
+    if lazy is not None:
+        return lazy.conv2d(input, weight, bias, stride, padding, dilation, groups,
+                           padding_mode=padding_mode, method=method)
     method = parse_method(method)
-    groups = _check_int("groups", groups, 1)
-    stride = pair("stride", stride, minimum=1)
-    dilation = pair("dilation", dilation, minimum=1)
-    input, weight, bias, unbatched = _prepare(backend, input, weight, bias)
-    N, C, H, W = input.shape
-    Cout, Cg, kh, kw = weight.shape
-    _check_groups(C, Cout, Cg, groups)
-    _check_bias(bias, Cout)
-    pads = _resolve_padding(padding, (H, W), (kh, kw), stride, dilation)
-    _check_padding_mode(padding_mode, pads, (H, W))
-    Ho = (H + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    Wo = (W + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if Ho < 1 or Wo < 1:
-        raise ValueError(
-            f"weight of spatial size {(kh, kw)} with dilation {dilation} spans "
-            f"{(dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)} pixels; it must fit "
-            f"in the padded input {(H + pads[0] + pads[1], W + pads[2] + pads[3])}: pad more "
-            "or use a smaller kernel or dilation"
-        )
-    dtypes = {"input": input.dtype, "weight": weight.dtype}
-    if bias is not None:
-        dtypes["bias"] = bias.dtype
-    result_dtype, work_dtype = compute_dtype(dtypes)
-    if N and method == "auto":
-        method = _choose.choose_conv2d_method(
-            backend, tuple(input.shape), tuple(weight.shape), (Ho, Wo), stride, groups,
-            work_dtype, exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
-    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
-    x = to_work(backend, input, work_dtype)
-    w = to_work(backend, weight, work_dtype)
-    if N == 0:
-        out = backend.xp.zeros((0, Cout, Ho, Wo), dtype=work_dtype)
-        return _finish(backend, out, None, result_dtype, work_dtype, unbatched)
-    out = backend.conv2d(x, w, stride, pads, dilation, groups, padding_mode, method,
-                         get_scratch_limit())
-    return _finish(backend, out, bias, result_dtype, work_dtype, unbatched)
+    call = _plan_conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    return call.run(resolve_method(call, method))
 
 
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
@@ -300,13 +235,197 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     >>> gpuconv.conv_transpose2d(y, w, stride=2, padding=1, output_padding=1).shape
     (2, 3, 8, 8)
     """
-    if has_dask(input, weight, bias):
-        from . import _dask
-
-        return _dask.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
-                                      groups, dilation, method=method)
-    backend = resolve_backend(input=input, weight=weight, bias=bias)
+    lazy = deferred_module(input, weight, bias)
+    if lazy is not None:
+        return lazy.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+                                     groups, dilation, method=method)
     method = parse_method(method)
+    call = _plan_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
+                                  dilation)
+    return call.run(resolve_method(call, method))
+
+
+def resolve_method(call: Any, method: str, finite_fallback: bool = False) -> str:
+    """The method a call runs: ``auto``'s choice, or the one asked for.
+
+    An inexact method asked for explicitly keeps it, with a warning when the
+    inputs are not finite; ``finite_fallback`` (chunks of a dask call whose
+    ``auto`` was resolved once for the whole array) falls back to the best
+    exact method instead, as ``auto`` would.
+    """
+    if method == "auto":
+        return call.choose().method if call.batch else "direct"
+    if method in _choose.NEEDS_FINITE and call.batch and not call.finite():
+        if finite_fallback:
+            return call.best_exact()
+        warn_nonfinite(method)
+    return method
+
+
+@dataclass(frozen=True)
+class _NCHWCall:
+    """What conv2d and conv_transpose2d share once validated: everything but the method."""
+
+    backend: Any
+    input: Any          # (N, C, H, W) backend array, input dtype
+    weight: Any
+    bias: Any
+    unbatched: bool
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out_hw: tuple[int, int]
+    cout: int
+    result_dtype: np.dtype
+    work_dtype: np.dtype
+
+    @property
+    def batch(self) -> int:
+        return int(self.input.shape[0])
+
+    @property
+    def exact(self) -> bool:
+        # Integer sums are exact in float64 by the direct methods; an FFT would round them.
+        return self.input.dtype.kind in "biu" and self.weight.dtype.kind in "biu"
+
+    def finite(self) -> bool:
+        return all_finite(self.backend, (self.input, self.weight))
+
+    def choose(self) -> _choose.MethodChoice:
+        """The choice of ``method="auto"`` for this call, precision policy applied."""
+        return _choose.apply_finite_policy(self.model_choice(), self.finite)
+
+    def best_exact(self) -> str:
+        costs = self.model_choice().costs
+        return min((m for m in _choose.EXACT_METHODS if m in costs), key=costs.__getitem__,
+                   default="direct")
+
+    def _finish(self, out: Any, work: np.dtype) -> Any:
+        if self.bias is not None:
+            out += to_work(self.backend, self.bias, work)[None, :, None, None]
+        if self.unbatched:
+            out = out[0]
+        return out.astype(self.result_dtype, copy=False)
+
+    def run(self, method: str) -> Any:
+        work = native_work_dtype(self.backend, method, self.result_dtype, self.work_dtype)
+        N, C = self.input.shape[:2]
+        if N == 0:
+            out = self.backend.xp.zeros((0, self.cout) + self.out_hw, dtype=work)
+            return self._finish(out, work)
+        (h, w), what, fix = self._read_extent()
+        out = N * self.cout * self.out_hw[0] * self.out_hw[1]
+        # The output and the input as the kernels read it (padded, or the transposed
+        # canvas), each in the working layout and once more as the kernels rearrange them.
+        nbytes = 2 * (out + N * C * h * w) * work.itemsize
+        if self.result_dtype != work:
+            nbytes += out * self.result_dtype.itemsize
+        check_fits(self.backend, nbytes, f"an output of shape {(N, self.cout) + self.out_hw} "
+                   f"({self.result_dtype}) and {what}", fix)
+        out = self._compute(to_work(self.backend, self.input, work),
+                            to_work(self.backend, self.weight, work), method)
+        return self._finish(out, work)
+
+    def _read_extent(self) -> tuple[tuple[int, int], str, str]:
+        """(h, w) of what the kernels read, its description, and what to change if too big."""
+        raise NotImplementedError
+
+    def _compute(self, x: Any, w: Any, method: str) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Conv2dCall(_NCHWCall):
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    padding_mode: str = "zeros"
+
+    def key(self) -> tuple[Any, ...]:
+        return _choose.conv2d_key(self.backend, tuple(self.input.shape),
+                                  tuple(self.weight.shape), self.out_hw, self.stride,
+                                  self.groups, self.work_dtype, self.exact, self.dilation)
+
+    def model_choice(self) -> _choose.MethodChoice:
+        return _choose.choose_conv2d_method(
+            self.backend, tuple(self.input.shape), tuple(self.weight.shape), self.out_hw,
+            self.stride, self.groups, self.work_dtype, self.exact, self.dilation)
+
+    def _read_extent(self) -> tuple[tuple[int, int], str, str]:
+        H, W = self.input.shape[2:]
+        padded = (H + self.pads[0] + self.pads[1], W + self.pads[2] + self.pads[3])
+        return (padded, f"the input padded to {padded}",
+                "reduce padding, the input size or the batch (or use dask arrays: docs/dask.md)")
+
+    def _compute(self, x: Any, w: Any, method: str) -> Any:
+        return self.backend.conv2d(x, w, self.stride, self.pads, self.dilation, self.groups,
+                                   self.padding_mode, method, get_scratch_limit())
+
+
+@dataclass(frozen=True)
+class _ConvTransposeCall(_NCHWCall):
+    padding: tuple[int, int] = (0, 0)
+
+    def _forward_shape(self) -> tuple[int, ...]:
+        # The convolution this is the adjoint of reads an input of the output's channels.
+        return (self.batch, self.cout) + self.out_hw
+
+    def key(self) -> tuple[Any, ...]:
+        return _choose.conv2d_key(self.backend, self._forward_shape(), tuple(self.weight.shape),
+                                  tuple(self.input.shape[2:]), self.stride, self.groups,
+                                  self.work_dtype, self.exact, self.dilation,
+                                  "conv_transpose2d")
+
+    def model_choice(self) -> _choose.MethodChoice:
+        return _choose.choose_conv2d_method(
+            self.backend, self._forward_shape(), tuple(self.weight.shape),
+            tuple(self.input.shape[2:]), self.stride, self.groups, self.work_dtype, self.exact,
+            self.dilation, op="conv_transpose2d")
+
+    def _read_extent(self) -> tuple[tuple[int, int], str, str]:
+        kh, kw = self.weight.shape[2:]
+        canvas = tuple((n - 1) * s + extent(k, d) for n, s, k, d in
+                       zip(self.input.shape[2:], self.stride, (kh, kw), self.dilation))
+        return (canvas, f"its uncropped canvas {canvas}",  # type: ignore[return-value]
+                "reduce stride, dilation, the input size or the batch")
+
+    def _compute(self, x: Any, w: Any, method: str) -> Any:
+        return self.backend.conv_transpose2d(x, w, self.stride, self.padding, self.dilation,
+                                             self.groups, self.out_hw, method,
+                                             get_scratch_limit())
+
+
+def _plan_conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                 dilation: Any, groups: Any, padding_mode: Any) -> _Conv2dCall:
+    """Validate a conv2d call (its one front door, also behind ``choose_method``)."""
+    backend = resolve_backend(input=input, weight=weight, bias=bias)
+    padding_mode = parse_padding_mode(padding_mode)
+    groups = _check_int("groups", groups, 1)
+    stride = pair("stride", stride, minimum=1)
+    dilation = pair("dilation", dilation, minimum=1)
+    input, weight, bias, unbatched = _prepare(backend, input, weight, bias)
+    N, C, H, W = input.shape
+    Cout, Cg, kh, kw = weight.shape
+    _check_groups(C, Cout, Cg, groups)
+    _check_bias(bias, Cout)
+    pads = resolve_padding(padding, (H, W), (kh, kw), stride, dilation)
+    _check_padding_mode(padding_mode, pads, (H, W))
+    Ho, Wo = conv_output_hw((H, W), pads, (kh, kw), stride, dilation)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"weight of spatial size {(kh, kw)} with dilation {dilation} spans "
+            f"{(extent(kh, dilation[0]), extent(kw, dilation[1]))} pixels; it must fit "
+            f"in the padded input {(H + pads[0] + pads[1], W + pads[2] + pads[3])}: pad more "
+            "or use a smaller kernel or dilation"
+        )
+    result_dtype, work_dtype = compute_dtype(_dtypes(input, weight, bias))
+    return _Conv2dCall(backend, input, weight, bias, unbatched, stride, dilation, groups,
+                       (Ho, Wo), Cout, result_dtype, work_dtype, pads, padding_mode)
+
+
+def _plan_conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
+                           output_padding: Any, groups: Any,
+                           dilation: Any) -> _ConvTransposeCall:
+    """Validate a conv_transpose2d call (its one front door, also behind ``choose_method``)."""
+    backend = resolve_backend(input=input, weight=weight, bias=bias)
     groups = _check_int("groups", groups, 1)
     stride = pair("stride", stride, minimum=1)
     dilation = pair("dilation", dilation, minimum=1)
@@ -333,29 +452,21 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
         raise ValueError(f"input channels {C} must be divisible by groups={groups}")
     Cout = Coutg * groups
     _check_bias(bias, Cout)
-    Ho = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + output_padding[0] + 1
-    Wo = (W - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + output_padding[1] + 1
+    Ho, Wo = transpose_output_hw((H, W), (kh, kw), stride, padding, output_padding, dilation)
     if Ho < 1 or Wo < 1:
         raise ValueError(
             f"padding {padding} removes the whole output: it would have size {(Ho, Wo)}"
         )
+    result_dtype, work_dtype = compute_dtype(_dtypes(input, weight, bias))
+    return _ConvTransposeCall(backend, input, weight, bias, unbatched, stride, dilation,
+                              groups, (Ho, Wo), Cout, result_dtype, work_dtype, padding)
+
+
+def _dtypes(input: Any, weight: Any, bias: Any) -> dict[str, Any]:
     dtypes = {"input": input.dtype, "weight": weight.dtype}
     if bias is not None:
         dtypes["bias"] = bias.dtype
-    result_dtype, work_dtype = compute_dtype(dtypes)
-    if N and method == "auto":
-        method = _choose.choose_conv2d_method(
-            backend, tuple(input.shape), (Cout, C // groups, kh, kw), (H, W), (1, 1), groups,
-            work_dtype, exact=input.dtype.kind in "biu" and weight.dtype.kind in "biu").method
-    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
-    x = to_work(backend, input, work_dtype)
-    w = to_work(backend, weight, work_dtype)
-    if N == 0:
-        out = backend.xp.zeros((0, Cout, Ho, Wo), dtype=work_dtype)
-        return _finish(backend, out, None, result_dtype, work_dtype, unbatched)
-    out = backend.conv_transpose2d(x, w, stride, padding, dilation, groups, (Ho, Wo), method,
-                                   get_scratch_limit())
-    return _finish(backend, out, bias, result_dtype, work_dtype, unbatched)
+    return dtypes
 
 
 def _check_groups(C: int, Cout: int, Cg: int, groups: int) -> None:

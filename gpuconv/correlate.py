@@ -8,12 +8,17 @@ a different centre for ``mode="same"`` with even kernels.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 from . import _choose
 from ._config import get_scratch_limit
-from ._dispatch import has_dask
-from ._frontdoor import as_backend_array, native_work_dtype, to_work
+from ._dispatch import deferred_module
+from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_dtype, to_work,
+                         warn_nonfinite)
+from ._geometry import plane_geometry
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
 from .backend import resolve_backend
 
@@ -168,43 +173,97 @@ def corr2d(X: Any, K: Any) -> Any:
                         names=("X", "K"))
 
 
-def _plane_geometry(mode: str, convolution: bool, in_hw: tuple[int, int],
-                    k_hw: tuple[int, int], swap: bool = True,
-                    names: tuple[str, str] = ("in1", "in2"),
-                    ) -> tuple[tuple[int, int], tuple[int, int], bool]:
-    """(out_shape, origin, swapped) of one plane for a SciPy mode."""
-    (H, W), (kh, kw) = in_hw, k_hw
-    if mode == "full":
-        return (H + kh - 1, W + kw - 1), (kh - 1, kw - 1), False
-    if mode == "same":
-        # SciPy centres correlation at (k-1)//2 and convolution at k//2.
-        if convolution:
-            return (H, W), (kh // 2, kw // 2), False
-        return (H, W), ((kh - 1) // 2, (kw - 1) // 2), False
-    fits = H >= kh and W >= kw
-    contains = swap and kh >= H and kw >= W
-    if not (fits or contains):
-        needs = ("one input at least as large as the other in every axis" if swap
-                 else f"the kernel {names[1]} no larger than {names[0]} in either axis")
-        raise ValueError(f"mode='valid' needs {needs}; got {names[0]} planes of shape "
-                         f"{(H, W)} and {names[1]} of shape {(kh, kw)}")
-    if fits:
-        return (H - kh + 1, W - kw + 1), (0, 0), False
-    # SciPy swaps the inputs.  The result is a window of the full correlation.
-    return (kh - H + 1, kw - W + 1), (kh - H, kw - W), True
+# The plane geometry lives with the other shape rules; this name stays for callers.
+_plane_geometry = plane_geometry
 
 
-def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True,
-                 names=("in1", "in2")):
-    if has_dask(in1, in2):
-        from . import _dask
+@dataclass(frozen=True)
+class _PlanesCall:
+    """A validated correlation of planes: everything but the method."""
 
-        return _dask.correlate2d(in1, in2, mode, boundary, fillvalue, method,
-                                 convolution=convolution, swap=swap, names=names)
+    backend: Any
+    in1: Any            # backend arrays, input dtypes
+    in2: Any
+    batch: tuple[int, ...]
+    out_shape: tuple[int, int]
+    origin: tuple[int, int]
+    swapped: bool
+    boundary: str
+    fillvalue: Any
+    convolution: bool
+    result_dtype: np.dtype
+    work_dtype: np.dtype
+
+    @property
+    def planes(self) -> int:
+        return int(math.prod(self.batch))
+
+    @property
+    def exact(self) -> bool:
+        # Integer sums are exact in float64 by the direct methods; an FFT would round them.
+        return self.in1.dtype.kind in "biu" and self.in2.dtype.kind in "biu"
+
+    def x_shape(self) -> tuple[int, int, int]:
+        return (self.planes,) + tuple(self.in1.shape[-2:])
+
+    def key(self) -> tuple[Any, ...]:
+        return _choose.planes_key(self.backend, self.x_shape(), tuple(self.in2.shape),
+                                  self.out_shape, self.work_dtype, self.boundary, self.exact)
+
+    def model_choice(self) -> _choose.MethodChoice:
+        return _choose.choose_planes_method(self.backend, self.x_shape(), tuple(self.in2.shape),
+                                            self.out_shape, self.work_dtype, self.boundary,
+                                            self.exact)
+
+    def finite(self) -> bool:
+        scalars = (self.fillvalue,) if self.boundary == "fill" else ()
+        return all_finite(self.backend, (self.in1, self.in2), scalars)
+
+    def choose(self) -> _choose.MethodChoice:
+        """The choice of ``method="auto"`` for this call, precision policy applied."""
+        return _choose.apply_finite_policy(self.model_choice(), self.finite)
+
+    def run(self, method: str) -> Any:
+        backend, xp = self.backend, self.backend.xp
+        work = native_work_dtype(backend, method, self.result_dtype, self.work_dtype)
+        in_hw = tuple(self.in1.shape[-2:])
+        if not self.planes:
+            return xp.empty(self.batch + self.out_shape, dtype=self.result_dtype)
+        _check_memory(self, work)
+        x = to_work(backend, self.in1.reshape((-1,) + in_hw), work)
+        w = to_work(backend, self.in2, work)
+        if self.convolution:
+            w = xp.ascontiguousarray(w[::-1, ::-1])
+        elif self.swapped:
+            # SciPy conjugates the (now) kernel in1 and flips the result; the same
+            # numbers are the conjugated image against the plain kernel.
+            x = xp.conj(x) if work.kind == "c" else x
+        elif work.kind == "c":
+            w = xp.conj(w)
+        out = backend.correlate_planes(x, w, self.out_shape, self.origin, self.boundary,
+                                       self.fillvalue, method, get_scratch_limit())
+        out = out.reshape(self.batch + self.out_shape)
+        return out.astype(self.result_dtype, copy=False)
+
+
+def _check_memory(call: _PlanesCall, work: np.dtype) -> None:
+    (oh, ow), (kh, kw) = call.out_shape, call.in2.shape
+    # The output, and the boundary-extended input every method reads.
+    nbytes = call.planes * (oh * ow + (oh + kh - 1) * (ow + kw - 1)) * work.itemsize
+    if call.result_dtype != work:
+        nbytes += call.planes * oh * ow * call.result_dtype.itemsize
+    check_fits(call.backend, nbytes,
+               f"an output of shape {call.batch + call.out_shape} ({call.result_dtype}) and "
+               "its extended input",
+               "use mode='valid' or 'same', smaller inputs, or dask arrays (see docs/dask.md)")
+
+
+def _plan(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, *, convolution: bool,
+          swap: bool = True, names: tuple[str, str] = ("in1", "in2")) -> _PlanesCall:
+    """Validate a call of correlate2d/convolve2d: the one front door of both."""
     backend = resolve_backend(**{names[0]: in1, names[1]: in2})
     mode = parse_mode(mode)
     boundary = parse_boundary(boundary)
-    method = parse_method(method)
     name1, name2 = names
     in1 = as_backend_array(backend, name1, in1)
     in2 = as_backend_array(backend, name2, in2)
@@ -219,34 +278,41 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
         raise ValueError(f"{name2} must be non-empty; got shape {in2.shape}")
     result_dtype, work_dtype = compute_dtype({name1: in1.dtype, name2: in2.dtype})
     fillvalue = check_fillvalue(fillvalue, work_dtype)
-    batch = in1.shape[:-2]
-    in_hw = in1.shape[-2:]
-    out_shape, origin, swapped = _plane_geometry(mode, convolution, in_hw, in2.shape, swap,
-                                                 names)
+    out_shape, origin, swapped = plane_geometry(mode, convolution, tuple(in1.shape[-2:]),
+                                                tuple(in2.shape), swap, names)
     if mode == "valid":
         # No extension is read in valid mode except SciPy's swapped case, where
         # the window must see zeros, whatever the boundary.
         boundary, fillvalue = "fill", 0
-    xp = backend.xp
-    planes = int(math.prod(batch))
-    if planes and method == "auto":
-        method = _choose.choose_planes_method(
-            backend, (planes,) + tuple(in_hw), tuple(in2.shape), out_shape, work_dtype,
-            boundary, exact=in1.dtype.kind in "biu" and in2.dtype.kind in "biu").method
-    work_dtype = native_work_dtype(backend, method, result_dtype, work_dtype)
-    x = to_work(backend, in1.reshape((-1,) + tuple(in_hw)), work_dtype)
-    w = to_work(backend, in2, work_dtype)
-    if convolution:
-        w = xp.ascontiguousarray(w[::-1, ::-1])
-    elif swapped:
-        # SciPy conjugates the (now) kernel in1 and flips the result; the same
-        # numbers are the conjugated image against the plain kernel.
-        x = xp.conj(x) if work_dtype.kind == "c" else x
-    elif work_dtype.kind == "c":
-        w = xp.conj(w)
-    if x.shape[0] == 0:
-        return xp.empty(tuple(batch) + out_shape, dtype=result_dtype)
-    out = backend.correlate_planes(x, w, out_shape, origin, boundary, fillvalue, method,
-                                   get_scratch_limit())
-    out = out.reshape(tuple(batch) + out_shape)
-    return out.astype(result_dtype, copy=False)
+    return _PlanesCall(backend, in1, in2, tuple(in1.shape[:-2]), tuple(out_shape),
+                       tuple(origin), swapped, boundary, fillvalue, convolution, result_dtype,
+                       work_dtype)
+
+
+def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True,
+                 names=("in1", "in2"), finite_fallback=False):
+    lazy = deferred_module(in1, in2)
+    if lazy is not None:
+        return lazy.correlate2d(in1, in2, mode, boundary, fillvalue, method,
+                                convolution=convolution, swap=swap, names=names)
+    method = parse_method(method)
+    call = _plan(in1, in2, mode, boundary, fillvalue, convolution=convolution, swap=swap,
+                 names=names)
+    return call.run(resolve_method(call, method, finite_fallback))
+
+
+def resolve_method(call: Any, method: str, finite_fallback: bool = False) -> str:
+    """The method a call runs: ``auto``'s choice, or the one asked for.
+
+    An inexact method asked for explicitly keeps it, with a warning when the
+    inputs are not finite; ``finite_fallback`` (chunks of a dask call whose
+    ``auto`` was resolved once for the whole array) falls back to the exact
+    method instead, as ``auto`` would.
+    """
+    if method == "auto":
+        return call.choose().method if call.planes else "direct"
+    if method in _choose.NEEDS_FINITE and call.planes and not call.finite():
+        if finite_fallback:
+            return "direct"
+        warn_nonfinite(method)
+    return method

@@ -177,6 +177,10 @@ class _FakeCuda:
         def getDeviceProperties(device_id):
             return {"name": b"host emulator"}
 
+        @staticmethod
+        def memGetInfo():
+            return 16 * 2**30, 16 * 2**30
+
     class _Stream:
         def synchronize(self):
             pass
@@ -190,6 +194,13 @@ class _NumpyAsCupy:
     """NumPy under CuPy's name, plus the few ``cupy.cuda`` calls the backend makes."""
 
     cuda = _FakeCuda
+
+    class _Pool:
+        def free_bytes(self):
+            return 0
+
+    def get_default_memory_pool(self):
+        return self._Pool()
 
     def __getattr__(self, name):
         return getattr(np, name)

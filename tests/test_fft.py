@@ -71,9 +71,30 @@ def test_overlap_add_blocks_and_scratch_chunks(backend, rng, method):
         nh, nw = _fft.oa_block_shape(backend, (150, 97), (5, 3))
         assert nh - 5 + 1 < 150 and nw - 3 + 1 < 97, "several blocks per axis expected"
     expected = np.stack([scipy.signal.convolve2d(p, w, "same") for p in x])
-    with gpuconv.scratch_limit(64 * 1024):  # forces one block row / one plane per chunk
+    if method == "overlap-add":
+        limit = 64 * 1024  # forces one block row per chunk
+    else:
+        # Room for one plane's transform, not two: one plane per chunk.
+        s = _fft.fft_shape(backend.fft, (150 + 2, 97 + 1), real=True)
+        limit = _fft.transform_scratch(s, 1, 1, False) * 8 + 1024
+    with gpuconv.scratch_limit(limit):
         out = gpuconv.convolve2d(x, w, "same", method=method)
     np.testing.assert_allclose(backend.to_numpy(out), expected, atol=1e-11)
+
+
+def test_fft_over_the_scratch_limit_says_so(backend, rng):
+    # A whole-plane transform cannot be split: over the limit, "fft" refuses with a
+    # sentence, and "auto" does not pick it.
+    x = rng.standard_normal((600, 600))
+    w = rng.standard_normal((41, 41))
+    with gpuconv.scratch_limit(2**20):
+        with pytest.raises(MemoryError, match=r"method='fft'.*scratch limit.*overlap-add"):
+            gpuconv.correlate2d(x, w, "same", method="fft")
+        choice = gpuconv.choose_method("correlate2d", x, w, mode="same")
+        assert choice.method != "fft" and "fft not considered" in choice.reason, choice
+        got = gpuconv.correlate2d(x, w, "same")
+    np.testing.assert_allclose(backend.to_numpy(got), scipy.signal.correlate2d(x, w, "same"),
+                               atol=1e-9)
 
 
 @pytest.mark.parametrize("method", FFT_METHODS)

@@ -82,6 +82,13 @@ class ArrayBackend:
     def device_key(self) -> str:
         return self.name
 
+    def available_memory(self) -> int | None:
+        """Bytes a call may still allocate here, or ``None`` when the backend cannot tell.
+
+        The front doors compare a call's needs with it before allocating.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"
 

@@ -106,6 +106,12 @@ class CupyBackend(ArrayBackend):
             key = self._device_keys[device_id] = f"cupy:{device_id}:{name}"
         return key
 
+    def available_memory(self) -> int | None:
+        """Free device memory plus what CuPy's pool holds unused, on the current device."""
+        free, _ = self.xp.cuda.runtime.memGetInfo()
+        pool = self.xp.get_default_memory_pool()
+        return int(free) + int(pool.free_bytes())
+
     def synchronize(self) -> None:
         """Wait for the work queued on the current stream (for timing)."""
         self.xp.cuda.get_current_stream().synchronize()

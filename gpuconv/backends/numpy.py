@@ -46,6 +46,21 @@ def num_threads() -> int:
     return max(1, min(cores, _MAX_THREADS))
 
 
+def available_ram() -> int | None:
+    """RAM that can be allocated without swapping: Linux's MemAvailable, else all of it."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 # -- thread pool -----------------------------------------------------------------------
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
@@ -323,6 +338,9 @@ class NumpyBackend(ArrayBackend):
 
     def device_key(self) -> str:
         return "cpu"
+
+    def available_memory(self) -> int | None:
+        return available_ram()
 
     # -- kernels -----------------------------------------------------------
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
