@@ -7,7 +7,9 @@ import os
 
 __all__ = ["DEFAULT_SCRATCH_BYTES", "scratch_limit", "get_scratch_limit"]
 
-DEFAULT_SCRATCH_BYTES = 256 * 2**20
+# A whole-plane FFT of a 4096x4096 float64 image needs about half of it; NumPy's
+# column buffers are further capped at 64 MiB, where larger chunks stopped paying.
+DEFAULT_SCRATCH_BYTES = 2**30
 
 
 def _initial_limit() -> int:
@@ -40,12 +42,26 @@ class _ScratchContext:
 
 
 def scratch_limit(nbytes: int) -> _ScratchContext:
-    """Bound the temporary memory one call may use (default 256 MiB).
+    """Bound the scratch memory of one call (default 1 GiB).
 
-    The ``"gemm"`` and overlap-add methods process their work in chunks sized
-    so that their scratch buffers stay under this bound.  Like
-    :func:`gpuconv.set_backend`, the setting applies at once to the current
-    context and, used in a ``with`` statement, is restored on exit.
+    Scratch is the working memory that grows with the work and can be cut
+    into chunks: im2col column buffers (``"gemm"``), per-tap accumulators
+    (``"direct"``), spectra and block canvases (``"fft"``,
+    ``"overlap-add"``).  Each method processes as many images, rows or
+    blocks at a time as fit under the bound.  ``"fft"`` transforms whole
+    planes: when one image's spectra do not fit, it raises ``MemoryError``
+    (use ``"overlap-add"``, whose blocks fit any bound), and ``"auto"`` does
+    not choose it.
+
+    Not counted: the output, and the copies of the input and output that
+    the kernels rearrange them into (the padded or boundary-extended input,
+    a channel-major copy, an output-sized accumulator; at most two of each).
+    Every op checks that those fit in the memory the backend reports free
+    before it allocates, and raises ``MemoryError`` naming the arrays
+    otherwise.  Like :func:`gpuconv.set_backend`, the setting applies at once
+    to the current context and, used in a ``with`` statement, is restored on
+    exit.  The default can be changed with the ``GPUCONV_SCRATCH_BYTES``
+    environment variable.
 
     Parameters
     ----------
@@ -78,7 +94,7 @@ def get_scratch_limit() -> int:
     Returns
     -------
     int
-        The bound set by :func:`scratch_limit`, or the default: 256 MiB unless
+        The bound set by :func:`scratch_limit`, or the default: 1 GiB unless
         the ``GPUCONV_SCRATCH_BYTES`` environment variable says otherwise.
 
     Examples

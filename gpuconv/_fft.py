@@ -235,9 +235,10 @@ def _kernel_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int
 
 
 def _image_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int:
-    # One image: its input spectra and the products (each with its frequency-major
-    # copy), then the inverse planes.
-    return _spectrum_elements(s, complex_) * 2 * (ci + co) + co * s[0] * s[1]
+    # One image: its input spectra and the products (each with a frequency-major copy
+    # when channels are summed per frequency), then the inverse planes.
+    spectra = _spectrum_elements(s, complex_) * (ci + co) * (2 if ci > 1 else 1)
+    return spectra + co * s[0] * s[1]
 
 
 def transform_scratch(s: tuple[int, int], ci: int, co: int, complex_: bool) -> int:

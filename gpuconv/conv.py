@@ -313,18 +313,22 @@ class _NCHWCall:
         if N == 0:
             out = self.backend.xp.zeros((0, self.cout) + self.out_hw, dtype=work)
             return self._finish(out, work)
+        out = self._compute(to_work(self.backend, self.input, work),
+                            to_work(self.backend, self.weight, work), method)
+        return self._finish(out, work)
+
+    def check_memory(self) -> None:
+        """Refuse (``MemoryError``) a call that cannot fit, before anything is allocated."""
+        N, C = self.input.shape[:2]
         (h, w), what, fix = self._read_extent()
         out = N * self.cout * self.out_hw[0] * self.out_hw[1]
         # The output and the input as the kernels read it (padded, or the transposed
         # canvas), each in the working layout and once more as the kernels rearrange them.
-        nbytes = 2 * (out + N * C * h * w) * work.itemsize
-        if self.result_dtype != work:
+        nbytes = 2 * (out + N * C * h * w) * self.work_dtype.itemsize
+        if self.result_dtype != self.work_dtype:
             nbytes += out * self.result_dtype.itemsize
         check_fits(self.backend, nbytes, f"an output of shape {(N, self.cout) + self.out_hw} "
                    f"({self.result_dtype}) and {what}", fix)
-        out = self._compute(to_work(self.backend, self.input, work),
-                            to_work(self.backend, self.weight, work), method)
-        return self._finish(out, work)
 
     def _read_extent(self) -> tuple[tuple[int, int], str, str]:
         """(h, w) of what the kernels read, its description, and what to change if too big."""
@@ -417,8 +421,10 @@ def _plan_conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
             "or use a smaller kernel or dilation"
         )
     result_dtype, work_dtype = compute_dtype(_dtypes(input, weight, bias))
-    return _Conv2dCall(backend, input, weight, bias, unbatched, stride, dilation, groups,
+    call = _Conv2dCall(backend, input, weight, bias, unbatched, stride, dilation, groups,
                        (Ho, Wo), Cout, result_dtype, work_dtype, pads, padding_mode)
+    call.check_memory()
+    return call
 
 
 def _plan_conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any,
@@ -458,8 +464,10 @@ def _plan_conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padd
             f"padding {padding} removes the whole output: it would have size {(Ho, Wo)}"
         )
     result_dtype, work_dtype = compute_dtype(_dtypes(input, weight, bias))
-    return _ConvTransposeCall(backend, input, weight, bias, unbatched, stride, dilation,
+    call = _ConvTransposeCall(backend, input, weight, bias, unbatched, stride, dilation,
                               groups, (Ho, Wo), Cout, result_dtype, work_dtype, padding)
+    call.check_memory()
+    return call
 
 
 def _dtypes(input: Any, weight: Any, bias: Any) -> dict[str, Any]:

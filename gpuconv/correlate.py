@@ -229,7 +229,6 @@ class _PlanesCall:
         in_hw = tuple(self.in1.shape[-2:])
         if not self.planes:
             return xp.empty(self.batch + self.out_shape, dtype=self.result_dtype)
-        _check_memory(self, work)
         x = to_work(backend, self.in1.reshape((-1,) + in_hw), work)
         w = to_work(backend, self.in2, work)
         if self.convolution:
@@ -246,7 +245,8 @@ class _PlanesCall:
         return out.astype(self.result_dtype, copy=False)
 
 
-def _check_memory(call: _PlanesCall, work: np.dtype) -> None:
+def _check_memory(call: _PlanesCall) -> None:
+    work = call.work_dtype
     (oh, ow), (kh, kw) = call.out_shape, call.in2.shape
     # The output, and the boundary-extended input every method reads.
     nbytes = call.planes * (oh * ow + (oh + kh - 1) * (ow + kw - 1)) * work.itemsize
@@ -284,9 +284,11 @@ def _plan(in1: Any, in2: Any, mode: Any, boundary: Any, fillvalue: Any, *, convo
         # No extension is read in valid mode except SciPy's swapped case, where
         # the window must see zeros, whatever the boundary.
         boundary, fillvalue = "fill", 0
-    return _PlanesCall(backend, in1, in2, tuple(in1.shape[:-2]), tuple(out_shape),
+    call = _PlanesCall(backend, in1, in2, tuple(in1.shape[:-2]), tuple(out_shape),
                        tuple(origin), swapped, boundary, fillvalue, convolution, result_dtype,
                        work_dtype)
+    _check_memory(call)  # before anything is allocated or even summed
+    return call
 
 
 def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, swap=True,

@@ -15,6 +15,7 @@ __all__ = [
     "corr2d_multi_in_out_1x1",
     "pool2d",
     "conv2d",
+    "conv_transpose2d",
 ]
 
 
@@ -138,4 +139,49 @@ def conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)
                     y[n, o, i, j] = (window * w[o]).sum()
             if bias is not None:
                 y[n, o] += bias[o]
+    return y
+
+
+def conv_transpose2d(x, w, bias=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                     groups=1, dilation=(1, 1)):
+    """Transposed convolution by its definition: every input pixel scatters its window.
+
+    ``w`` is (C_in, C_out / groups, kh, kw), as in PyTorch.  Used as the oracle
+    for :func:`gpuconv.conv_transpose2d`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import reference
+    >>> reference.conv_transpose2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)), stride=(2, 2))
+    array([[[[1., 1., 1., 1.],
+             [1., 1., 1., 1.],
+             [1., 1., 1., 1.],
+             [1., 1., 1., 1.]]]])
+    """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    N, Cin, H, W = x.shape
+    _, Coutg, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dilation
+    ph, pw = padding
+    Ho = (H - 1) * sh - 2 * ph + dh * (kh - 1) + output_padding[0] + 1
+    Wo = (W - 1) * sw - 2 * pw + dw * (kw - 1) + output_padding[1] + 1
+    in_per_group = Cin // groups
+    y = np.zeros((N, Coutg * groups, Ho, Wo), dtype=np.result_type(x, w, float))
+    for n in range(N):
+        for c in range(Cin):
+            g = c // in_per_group
+            for i in range(H):
+                for j in range(W):
+                    for o in range(Coutg):
+                        for u in range(kh):
+                            for v in range(kw):
+                                r = i * sh + u * dh - ph
+                                q = j * sw + v * dw - pw
+                                if 0 <= r < Ho and 0 <= q < Wo:
+                                    y[n, g * Coutg + o, r, q] += x[n, c, i, j] * w[c, o, u, v]
+    if bias is not None:
+        y += np.asarray(bias)[None, :, None, None]
     return y

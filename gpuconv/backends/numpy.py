@@ -11,6 +11,7 @@ oversubscribe the cores.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,20 @@ def num_threads() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(cores, _MAX_THREADS))
+
+
+def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` without NumPy's floating-point warnings.
+
+    NaN and Inf in the data are results, not errors: they propagate as in
+    SciPy, which does not warn either.  (NumPy's error state is per thread, so
+    pool tasks need it too.)
+    """
+    @functools.wraps(fn)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    return quiet
 
 
 def available_ram() -> int | None:
@@ -144,6 +159,7 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
         per = -(-oh // threads)
         blocks = [(b, b + 1, r, min(oh, r + per)) for b in range(B) for r in range(0, oh, per)]
 
+    @_quiet
     def run(block: tuple[int, int, int, int]) -> None:
         b0, b1, r0, r1 = block
         o = out[b0:b1, r0:r1]
@@ -343,6 +359,7 @@ class NumpyBackend(ArrayBackend):
         return available_ram()
 
     # -- kernels -----------------------------------------------------------
+    @_quiet
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
         if method not in ("direct", "gemm"):
@@ -357,6 +374,7 @@ class NumpyBackend(ArrayBackend):
         ext = np.ascontiguousarray(ext)[:, None]
         return conv2d_gemm(ext, w[None, None], (1, 1), (1, 1), 1, out_shape, scratch_bytes)[:, 0]
 
+    @_quiet
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
                scratch_bytes):
         if method not in ("direct", "gemm"):
@@ -375,6 +393,7 @@ class NumpyBackend(ArrayBackend):
             return planes_direct(xpad[:, 0], w[0, 0], out_hw, num_threads())[:, None]
         return conv2d_direct(xpad, w, stride, dilation, groups, out_hw, scratch_bytes)
 
+    @_quiet
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
                          scratch_bytes):
         if method not in ("direct", "gemm") or stride != (1, 1):
