@@ -361,9 +361,11 @@ def test_cli_on_cupy_runs_or_says_why(command, capsys):
     status = gpuconv.available_backends()["cupy"]
     extra = ["--epochs", "1", "--no-progress"] if command == "train-digits" else []
     code = main([command, "--backend", "cupy", *extra])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     if status.usable:
         assert code == 0
         assert ("test accuracy: 0." in out) if command == "train-digits" else ("learned: K" in out)
     else:
-        assert code == 1 and status.reason in out
+        # Refused before any work: nothing on stdout, one line on stderr.
+        assert code == 1 and out == ""
+        assert err == f"gpuconv: error: backend 'cupy' is not usable: {status.reason}\n"

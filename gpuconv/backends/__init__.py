@@ -82,6 +82,10 @@ class ArrayBackend:
     def device_key(self) -> str:
         return self.name
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about where this backend computes, for :func:`gpuconv.show_config`."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"
 

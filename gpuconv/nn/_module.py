@@ -13,26 +13,23 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .._dispatch import array_library
-from ..backend import get_backend_object, resolve_backend
+from ..backend import backend_for
 
 __all__ = ["Parameter", "Module", "Sequential", "current_backend", "namespace_of"]
 
 
 def namespace_of(arr: Any) -> Any:
     """The array namespace (``numpy``, ``cupy``, ...) of the backend that owns ``arr``."""
-    return get_backend_object(array_library(arr) or "numpy").xp
+    return backend_for("auto", array=arr).xp
 
 
 def current_backend(name: str | None = None) -> Any:
     """The backend object new parameters live on.
 
     ``name`` picks a registered backend; ``None`` follows the current choice
-    (:func:`gpuconv.set_backend`), and ``"auto"`` with no arrays means NumPy.
+    (:func:`gpuconv.set_backend`), and ``"auto"`` (no arrays to follow) means NumPy.
     """
-    if name is None:
-        return resolve_backend()
-    return get_backend_object(name)
+    return backend_for(name)
 
 
 class Parameter:
@@ -157,7 +154,8 @@ class Module:
         Parameters
         ----------
         backend : str, optional
-            A registered backend name; ``None`` keeps each parameter's library.
+            A registered backend name; ``None`` or ``"auto"`` keeps each
+            parameter's library.
         dtype : dtype, optional
             A floating dtype; ``None`` keeps each parameter's dtype.
 
@@ -173,7 +171,7 @@ class Module:
         for p in self.parameters():
             data = p.data
             if backend is not None:
-                data = get_backend_object(backend).asarray(data)
+                data = backend_for(backend, parameter=data).asarray(data)
             if dtype is not None:
                 data = data.astype(dtype)
             p.data = data
