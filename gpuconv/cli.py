@@ -112,7 +112,12 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     from .backend import backend_for
 
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the subcommand's parser, with its usage (argparse
+            # leaves unknown arguments to the top-level parser).
+            getattr(args, "command_parser", parser).error(
+                f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 2
     debug = getattr(args, "debug", False)

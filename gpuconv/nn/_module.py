@@ -41,7 +41,8 @@ class Parameter:
         The value, an array of the backend the module lives on.
     grad : array or None
         The gradient of the loss, summed over every ``backward`` since the last
-        :meth:`Module.zero_grad`; ``None`` before the first one.
+        :meth:`Module.zero_grad`; ``None`` before the first one and after
+        ``zero_grad``.
     name : str
         ``"weight"``, ``"bias"``, ...; for messages and ``repr``.
     """
@@ -91,8 +92,8 @@ class Module:
     >>> net.backward(np.ones_like(y)).shape
     (4, 3)
     >>> net.zero_grad()
-    >>> float(np.abs(net.parameters()[0].grad).sum())
-    0.0
+    >>> net.parameters()[0].grad is None
+    True
     """
 
     training: bool = True
@@ -133,9 +134,13 @@ class Module:
             yield from child._iter_parameters()
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to zeros of its shape."""
+        """Forget every parameter's gradient (set it to ``None``), as PyTorch does.
+
+        The next ``backward`` stores its gradient instead of adding it to an
+        array of zeros; :meth:`gpuconv.nn.SGD.zero_grad` does the same.
+        """
         for p in self.parameters():
-            p.grad = namespace_of(p.data).zeros_like(p.data)
+            p.grad = None
 
     def train(self, mode: bool = True) -> Module:
         """Put this module and its children in training (or evaluation) mode."""
