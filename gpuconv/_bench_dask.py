@@ -359,6 +359,12 @@ def run_from_cli(args: argparse.Namespace) -> int:
 
         raise UsageError(f"--chunk ({chunk}) and --ksize ({ksize}) must not exceed --size "
                          f"({size})")
+    # A smoke test never overwrites the recorded result.
+    out = None
+    if not quick:
+        from .bench._cli import results_folder
+
+        out = results_folder(args)
     try:
         import dask.array  # noqa: F401
         import distributed  # noqa: F401
@@ -371,8 +377,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         compare_size=args.compare_size or (1024 if quick else 4096),
         memory_limit=args.memory_limit or "1.5GiB",
         method=args.method or "auto",
-        # A smoke test never overwrites the recorded result.
-        workdir=args.workdir, out=None if quick else args.out,
+        workdir=args.workdir, out=out,
         notes=tuple(args.note or ()),
         progress=lambda line: print(line, flush=True))
     print(to_markdown(record))

@@ -134,7 +134,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
     except KeyboardInterrupt:
         if debug:
             raise
-        print("gpuconv: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`gpuconv info | head -1`): stop quietly, and
@@ -149,7 +149,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
         if debug:
             raise
         sys.stdout.flush()
-        print(f"gpuconv: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 2  # pragma: no cover - parser.error always exits
 
@@ -174,7 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     gpuconv ...
     0
     """
-    return run_parser(build_parser(), argv)
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # while importing the commands' modules
+        print("gpuconv: interrupted", file=sys.stderr)
+        return 130
+    return run_parser(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

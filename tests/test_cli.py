@@ -424,3 +424,26 @@ print(json.dumps({"loaded": loaded, "names": names, "ok": ok, "missing": missing
     assert got["ok"] and got["dir"] == ["nn", "theory"]
     assert got["missing"] == "module 'gpuconv' has no attribute 'no_such_thing'"
     assert got["optional"] == []                     # and still no optional library
+
+
+def test_default_out_folder_is_checked_only_when_results_are_written(tmp_path, monkeypatch,
+                                                                     capsys):
+    import gpuconv._bench_dask
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").write_text("a file where the default folder would go")
+    assert main(["bench", "--quick"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "gpuconv bench: error: the default --out folder: cannot create folder "
+        f"'benchmarks/results': '{tmp_path / 'benchmarks'}' is not a folder; pass --out DIR")
+    assert main(["bench", "--dask"]) == 2
+    capsys.readouterr()
+
+    # A quick dask run writes nothing, so the default folder does not matter.
+    def planted(**kwargs):
+        assert kwargs["out"] is None and kwargs["size"] == 2048
+        raise RuntimeError("planted: the benchmark started")
+
+    monkeypatch.setattr(gpuconv._bench_dask, "run", planted)
+    assert main(["bench", "--dask", "--quick"]) == 1
+    assert "planted: the benchmark started" in capsys.readouterr().err

@@ -31,6 +31,19 @@ DESCRIPTION = ("Time gpuconv's methods against SciPy and PyTorch on a grid of ca
                "the results as JSON and markdown; with --dask, the out-of-core benchmark "
                "instead.")
 
+DEFAULT_OUT = "benchmarks/results"
+
+
+def results_folder(args: argparse.Namespace) -> str:
+    """``--out``, or the default folder once it is known to be needed (checked like --out)."""
+    if args.out is not None:
+        return args.out
+    try:
+        return output_folder(DEFAULT_OUT)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"the default --out folder: {exc}; pass --out DIR") from None
+
+
 # Options only the grid benchmark reads; their defaults are None so that
 # "given" can be told from "left alone".
 _GRID_ONLY = ("grid", "column", "threads", "repeat", "cap", "plot", "tag")
@@ -41,9 +54,9 @@ def add_shared_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--quick", action="store_true",
                         help="a small, short run for a smoke test (the dask benchmark's is "
                              "printed, never written)")
-    parser.add_argument("--out", metavar="DIR", type=output_folder, default="benchmarks/results",
-                        help="folder for the JSON and markdown results, created if missing "
-                             "(default benchmarks/results)")
+    parser.add_argument("--out", metavar="DIR", type=output_folder,
+                        help=f"folder for the JSON and markdown results, created if missing "
+                             f"(default {DEFAULT_OUT})")
     parser.add_argument("--note", action="append", default=[], metavar="TEXT",
                         help="a line of context recorded with the results (repeatable)")
 
@@ -153,8 +166,9 @@ def run_from_cli(args: argparse.Namespace) -> int:
             settings.cap = args.cap
     # The grid's inputs are made by the benchmark, as NumPy arrays: "auto" is NumPy.
     backend = backend_for(args.backend).name
+    out = results_folder(args)
     report = run(backend=backend, grids=args.grid, columns=args.column, quick=args.quick,
-                 settings=settings, threads=args.threads, out=args.out, notes=args.note,
+                 settings=settings, threads=args.threads, out=out, notes=args.note,
                  tag=args.tag, progress=lambda line: print(line, flush=True))
     print(to_markdown(report))
     for path in report.get("files", []):
