@@ -99,7 +99,7 @@ def existing_folder(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} {what}")
     if not _writable(path):
         raise argparse.ArgumentTypeError(f"folder {text!r} is not writable")
-    return text
+    return str(path)  # with ~ expanded, as it was checked
 
 
 def output_folder(text: str) -> str:
@@ -119,7 +119,7 @@ def output_folder(text: str) -> str:
     if not _writable(ancestor):
         raise argparse.ArgumentTypeError(f"cannot create folder {text!r}: {str(ancestor)!r} is "
                                          "not writable")
-    return text
+    return str(path)  # with ~ expanded, as it was checked
 
 
 def plot_file(text: str) -> str:
@@ -146,7 +146,7 @@ def plot_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"cannot write {text!r}: matplotlib does not write {suffix!r} files; use one of "
             f"{', '.join(sorted(formats))}")
-    return text
+    return str(path)  # with ~ expanded, as it was checked
 
 
 def add_backend_option(parser: argparse.ArgumentParser, default: str = "numpy") -> None:

@@ -447,3 +447,12 @@ def test_default_out_folder_is_checked_only_when_results_are_written(tmp_path, m
     monkeypatch.setattr(gpuconv._bench_dask, "run", planted)
     assert main(["bench", "--dask", "--quick"]) == 1
     assert "planted: the benchmark started" in capsys.readouterr().err
+
+
+def test_paths_are_checked_and_passed_on_with_home_expanded(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: --plot is refused")
+    from gpuconv.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = build_parser().parse_args(["bench", "--out", "~/results", "--plot", "~/c.png"])
+    assert args.out == str(tmp_path / "results") and args.plot == str(tmp_path / "c.png")
