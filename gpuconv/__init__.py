@@ -3,10 +3,18 @@
 One array API with SciPy's ``correlate2d``/``convolve2d`` semantics and
 PyTorch's ``conv2d`` semantics, a backend chosen per context with
 :func:`set_backend`, and the ideas of a CNN chapter made executable.
+
+The submodules (:mod:`gpuconv.nn`, :mod:`gpuconv.theory`,
+:mod:`gpuconv.reference`, :mod:`gpuconv.examples`, ...) load on first use:
+``import gpuconv`` then ``gpuconv.nn.Conv2D`` works without importing them
+all up front.  :func:`show_config` (``gpuconv info``) prints what a bug
+report needs.
 """
 
 from ._choose import MethodChoice
 from ._config import get_scratch_limit, scratch_limit
+from ._info import show_config
+from ._measure import choose_method
 from .backend import (
     BackendStatus,
     BackendUnavailableError,
@@ -17,7 +25,6 @@ from .backend import (
 )
 from .conv import conv2d, conv_transpose2d, output_shape
 from .correlate import convolve2d, corr2d, correlate2d
-from ._measure import choose_method
 
 __version__ = "0.1.0"
 
@@ -38,6 +45,22 @@ def _make_cupy_backend():
 
 _register_builtin_backends()
 
+# Public submodules, imported on first attribute access (PEP 562), as SciPy does.
+_SUBMODULES = ("backends", "bench", "cli", "data", "demo", "examples", "kernels", "nn",
+               "reference", "theory")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
+
 __all__ = [
     "__version__",
     "BackendStatus",
@@ -56,4 +79,5 @@ __all__ = [
     "register_backend",
     "scratch_limit",
     "set_backend",
+    "show_config",
 ]

@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["RawFileTarget", "run", "run_from_cli", "to_markdown", "build_parser", "main"]
+__all__ = ["RawFileTarget", "add_arguments", "build_parser", "main", "run", "run_from_cli",
+           "to_markdown"]
 
 
 class RawFileTarget:
@@ -306,41 +307,79 @@ def _write(record: dict[str, Any], out: Path) -> list[str]:
     return files
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="dask_outofcore", description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=16384, help="image side (default 16384)")
-    parser.add_argument("--chunk", type=int, default=2048, help="chunk side (default 2048)")
-    parser.add_argument("--ksize", type=int, default=15, help="kernel side (default 15)")
-    parser.add_argument("--compare-size", type=int, default=4096,
-                        help="side of the in-memory comparison (default 4096)")
-    parser.add_argument("--memory-limit", default="1.5GiB", help="per worker (default 1.5GiB)")
-    parser.add_argument("--method", default="auto", help="gpuconv method (default auto)")
-    parser.add_argument("--workdir", help="where the result file goes (default: a temp dir)")
-    parser.add_argument("--out", default="benchmarks/results",
-                        help="where the JSON and markdown results go")
-    parser.add_argument("--note", action="append", default=[],
-                        help="a note to record with the result (repeatable)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a 2048² smoke test (printed, never written)")
+# The options only this benchmark reads (their defaults are None: "not given").
+OWN_OPTIONS = ("size", "chunk", "ksize", "compare_size", "memory_limit", "method", "workdir")
+
+
+def add_arguments(parser: Any) -> None:
+    """This benchmark's own options, on a parser or an argument group of ``gpuconv bench``.
+
+    ``--quick``, ``--out`` and ``--note`` are shared with the grid benchmark
+    and declared by :func:`gpuconv.bench._cli.add_shared_arguments`.
+    """
+    from ._argtypes import existing_folder, memory_size, positive_int
+    from ._validation import METHODS
+
+    parser.add_argument("--size", type=positive_int, metavar="N",
+                        help="image side (default 16384; 2048 with --quick)")
+    parser.add_argument("--chunk", type=positive_int, metavar="N",
+                        help="chunk side (default 2048; 512 with --quick)")
+    parser.add_argument("--ksize", type=positive_int, metavar="N",
+                        help="kernel side (default 15)")
+    parser.add_argument("--compare-size", type=positive_int, metavar="N",
+                        help="side of the in-memory comparison (default 4096; 1024 with --quick)")
+    parser.add_argument("--memory-limit", type=memory_size, metavar="SIZE",
+                        help="per worker (default 1.5GiB)")
+    parser.add_argument("--method", choices=METHODS, metavar="NAME",
+                        help=f"gpuconv method: {', '.join(METHODS)} (default auto)")
+    parser.add_argument("--workdir", type=existing_folder, metavar="DIR",
+                        help="folder for the result file and the workers' spill (default: a "
+                             "temporary folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python benchmarks/dask_outofcore.py``."""
+    from .bench._cli import add_shared_arguments
+
+    parser = argparse.ArgumentParser(prog="dask_outofcore", description=__doc__.splitlines()[0])
+    add_shared_arguments(parser)
+    add_arguments(parser)
+    parser.set_defaults(func=run_from_cli)
     return parser
 
 
 def run_from_cli(args: argparse.Namespace) -> int:
-    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    quick = get("quick", False)
-    kwargs: dict[str, Any] = dict(
-        size=get("size") or (2048 if quick else 16384),
-        chunk=get("chunk") or (512 if quick else 2048),
-        ksize=get("ksize") or 15,
-        compare_size=get("compare_size") or (1024 if quick else 4096),
-        memory_limit=get("memory_limit") or "1.5GiB",
-        method=get("method") or "auto",
-        # A smoke test never overwrites the recorded result.
-        workdir=get("workdir"), out=None if quick else get("out"),
-        notes=tuple(get("note") or ()),
+    """Run from parsed options (``gpuconv bench --dask`` or the script); the exit status."""
+    quick = args.quick
+    size = args.size or (2048 if quick else 16384)
+    chunk = args.chunk or (512 if quick else 2048)
+    ksize = args.ksize or 15
+    if chunk > size or ksize > size:
+        from ._argtypes import UsageError
+
+        raise UsageError(f"--chunk ({chunk}) and --ksize ({ksize}) must not exceed --size "
+                         f"({size})")
+    # A smoke test never overwrites the recorded result.
+    out = None
+    if not quick:
+        from .bench._cli import results_folder
+
+        out = results_folder(args)
+    try:
+        import dask.array  # noqa: F401
+        import distributed  # noqa: F401
+        import psutil  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"the out-of-core benchmark needs dask, distributed and psutil "
+                          f"(pip install 'gpuconv[dask]'): {exc}") from None
+    record = run(
+        size=size, chunk=chunk, ksize=ksize,
+        compare_size=args.compare_size or (1024 if quick else 4096),
+        memory_limit=args.memory_limit or "1.5GiB",
+        method=args.method or "auto",
+        workdir=args.workdir, out=out,
+        notes=tuple(args.note or ()),
         progress=lambda line: print(line, flush=True))
-    record = run(**kwargs)
     print(to_markdown(record))
     for path in record.get("files", []):
         print(f"wrote {path}")
@@ -348,4 +387,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_from_cli(build_parser().parse_args(argv))
+    """Entry point of ``python benchmarks/dask_outofcore.py``."""
+    from .cli import run_parser
+
+    return run_parser(build_parser(), argv)

@@ -24,6 +24,7 @@ __all__ = [
     "available_backends",
     "register_backend",
     "resolve_backend",
+    "backend_for",
 ]
 
 
@@ -228,9 +229,59 @@ def available_backends() -> dict[str, BackendStatus]:
     return statuses
 
 
+def backend_for(name: str | None, **arrays: Any) -> Any:
+    """The backend object that computes with these arrays under the choice ``name``.
+
+    The one place a backend name becomes a backend: every layer, trainer,
+    example and command goes through here, so ``"auto"`` means the same
+    everywhere.
+
+    Parameters
+    ----------
+    name : str or None
+        ``None`` follows the current context (:func:`set_backend`).
+        ``"auto"`` follows ``arrays``: their common library (mixing libraries
+        raises ``TypeError``), NumPy when there are none or none belongs to an
+        array library.  Any other registered name is that backend.
+    **arrays
+        The array arguments of the call, by argument name (``None`` values are
+        ignored); a dask array counts as the library of its chunks.
+
+    Returns
+    -------
+    Backend
+        The backend object, instantiated on first use.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not registered.
+    BackendUnavailableError
+        The backend is registered but cannot run here (the message says why).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv.backend import backend_for
+    >>> backend_for("auto").name, backend_for("auto", x=np.ones(3)).name
+    ('numpy', 'numpy')
+    >>> backend_for("numpy", x=[1, 2]).name
+    'numpy'
+    """
+    name = _current.get() if name is None else _check_name(name)
+    if name == _AUTO:
+        library = common_array_library(**arrays)
+        name = library if library is not None else "numpy"
+        if name not in _factories:
+            raise TypeError(
+                f"inputs are {name} arrays, but no gpuconv backend named {name!r} is registered"
+            )
+    return _instantiate(name)
+
+
 def get_backend_object(name: str) -> Any:
-    """The backend instance registered as ``name`` (instantiated on first use)."""
-    return _instantiate(_check_name(name))
+    """The backend instance registered as ``name`` (``"auto"`` with no inputs: NumPy)."""
+    return backend_for(_check_name(name))
 
 
 def resolve_backend(**arrays: Any) -> Any:
@@ -241,12 +292,4 @@ def resolve_backend(**arrays: Any) -> Any:
     A dask array is not a backend: its chunks' library (``_meta``) decides,
     and each chunk is computed on that backend.
     """
-    name = _current.get()
-    if name == _AUTO:
-        library = common_array_library(**arrays)
-        name = library if library is not None else "numpy"
-        if name not in _factories:
-            raise TypeError(
-                f"inputs are {name} arrays, but no gpuconv backend named {name!r} is registered"
-            )
-    return _instantiate(name)
+    return backend_for(None, **arrays)

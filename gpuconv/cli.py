@@ -1,136 +1,185 @@
-"""The ``gpuconv`` command: ``gpuconv demo``, ``gpuconv bench`` and friends."""
+"""The ``gpuconv`` command: ``gpuconv demo``, ``gpuconv bench``, ``gpuconv info`` and friends.
+
+Each subcommand's options are declared by the module that runs it, through
+its ``add_parser(subparsers)``; this module adds the global options
+(``--version``, ``--debug``) and turns what happens into an exit status:
+
+* 0: done;
+* 1: a runtime failure, such as a backend that cannot run here: one line on
+  stderr, ``gpuconv: error: backend 'cupy' is not usable: ...``;
+* 2: bad usage (an unknown option, a number out of range, a folder that
+  does not exist): argparse's usage and one line naming the argument;
+* 130: interrupted (Ctrl-C).
+
+No traceback is printed unless ``--debug`` is given.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
-__all__ = ["main"]
+from .backend import BackendUnavailableError
 
+__all__ = ["build_parser", "main", "run_parser"]
 
-def _add_backend_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="numpy",
-                        help="backend to run on: numpy (default), cupy, or any registered name")
+# The modules that declare and run each subcommand, in the order --help lists them.
+_COMMANDS = (
+    "gpuconv.demo",
+    "gpuconv.examples",
+    "gpuconv._check_command",
+    "gpuconv.bench._cli",
+    "gpuconv._calibrate_command",
+    "gpuconv._info",
+)
 
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(backend=args.backend, plot=args.plot)
-
-
-def _cmd_train_digits(args: argparse.Namespace) -> int:
-    from .examples import run_train_digits
-
-    return run_train_digits(backend=args.backend, epochs=args.epochs, seed=args.seed,
-                            plot=args.plot, progress=not args.no_progress)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if getattr(args, "dask", False):
-        from ._bench_dask import run_from_cli as run_dask
-
-        return run_dask(args)
-    from .bench import run_from_cli
-
-    return run_from_cli(args)
+# Exceptions whose message is the whole story; anything else is shown with its
+# type and the hint that --debug shows where it came from.
+_EXPECTED = (OSError, ValueError, TypeError, NotImplementedError, MemoryError, ImportError,
+             BackendUnavailableError)
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    from .theory import check
-
-    results = check(args.backend)
-    width = max(len(r.claim) for r in results)
-    print(f"{'claim':<{width}}  {'max error':>10}  {'tolerance':>10}  result")
-    for r in results:
-        print(f"{r.claim:<{width}}  {r.max_error:>10.3g}  {r.tolerance:>10.3g}  "
-              f"{'pass' if r.passed else 'FAIL'}")
-    failed = [r for r in results if not r.passed]
-    print(f"{len(results) - len(failed)}/{len(results)} claims hold on backend {args.backend!r}")
-    for r in failed:
-        print(f"FAILED: {r.claim}: {r.detail}")
-    return 1 if failed else 0
-
-
-def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from ._measure import calibrate
-
-    report = calibrate(args.backend, quick=args.quick,
-                       progress=lambda line: print(f"timed {line}", flush=True))
-    print(f"constants for {report['device_key']} written to {report['path']}")
-    for family, errs in report["fit_error"].items():
-        cells = ", ".join(f"{m} {e:.0%}" for m, e in errs.items())
-        print(f"median relative fit error, {family}: {cells}")
-    return 0
+def _add_debug_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the full traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gpuconv`` parser: global options and one subparser per command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``parse_args`` returns a namespace whose ``func(args)`` runs the command.
+
+    Examples
+    --------
+    >>> from gpuconv.cli import build_parser
+    >>> args = build_parser().parse_args(["check", "--backend", "auto"])
+    >>> args.command, args.backend, args.debug
+    ('check', 'auto', False)
+    """
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="gpuconv",
         description="2-D convolution and cross-correlation on NumPy or CuPy.",
+        epilog="Exit status: 0 done, 1 failed (one line on stderr), 2 bad usage, "
+               "130 interrupted.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="a tour of the library: edge detection, correlation "
-                                       "vs convolution, timings")
-    _add_backend_option(demo)
-    demo.add_argument("--plot", metavar="PATH", help="also save a figure (needs matplotlib)")
-    demo.set_defaults(func=_cmd_demo)
-
-    digits = sub.add_parser("train-digits", help="train a small CNN (gpuconv.nn) on the "
-                                                 "shipped 8x8 handwritten digits")
-    _add_backend_option(digits)
-    digits.add_argument("--epochs", type=int, default=20, help="passes over the training "
-                                                              "images (default 20)")
-    digits.add_argument("--seed", type=int, default=0, help="seeds the split, the "
-                                                            "initialisation and the shuffling")
-    digits.add_argument("--plot", metavar="PATH", help="also save the loss curve and the "
-                                                       "learned first-layer kernels (PNG)")
-    digits.add_argument("--no-progress", action="store_true", help="no progress bar")
-    digits.set_defaults(func=_cmd_train_digits)
-
-    bench = sub.add_parser("bench", help="run the benchmark grid and write results")
-    _add_backend_option(bench)
-    bench.add_argument("--quick", action="store_true", help="a small grid, for a smoke test")
-    bench.add_argument("--out", metavar="DIR", default="benchmarks/results",
-                       help="where the JSON and markdown results go")
-    bench.add_argument("--dask", action="store_true",
-                       help="instead, the out-of-core benchmark: a 16384² image on a dask "
-                            "LocalCluster (needs the 'dask' extra; heavy, minutes)")
-    bench.add_argument("--plot", metavar="PATH",
-                       help="also write the direct-vs-FFT crossover plot (PNG; needs matplotlib)")
-    bench.add_argument("--grid", action="append", metavar="NAME",
-                       help="run only this grid (repeatable): planes, conv2d, ...")
-    bench.add_argument("--column", action="append", metavar="NAME",
-                       help="run only this column (repeatable)")
-    bench.add_argument("--threads", type=int, metavar="N",
-                       help="threads for gpuconv, torch and BLAS (default: each library's own)")
-    bench.add_argument("--repeat", type=int, metavar="N", help="samples per cell (default 5)")
-    bench.add_argument("--cap", type=float, metavar="SECONDS",
-                       help="a longer single call is timed once; predicted longer: extrapolated")
-    bench.add_argument("--tag", help="suffix of the result files' names (several runs a day)")
-    bench.add_argument("--note", action="append", default=[],
-                       help="a line of context recorded with the results (repeatable)")
-    bench.set_defaults(func=_cmd_bench)
-
-    check = sub.add_parser("check", help="check the chapter's claims (commutativity, the "
-                                         "convolution theorem, ...) and print a table")
-    _add_backend_option(check)
-    check.set_defaults(func=_cmd_check)
-
-    calibrate = sub.add_parser("calibrate", help="time small cases of every method, fit the "
-                                                 "cost model of method='auto' and store it")
-    _add_backend_option(calibrate)
-    calibrate.add_argument("--quick", action="store_true", help="fewer, smaller cases")
-    calibrate.set_defaults(func=_cmd_calibrate)
+    parser.add_argument("--version", action="version", version=f"gpuconv {__version__}")
+    _add_debug_option(parser, False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMANDS:
+        command = importlib.import_module(name).add_parser(sub)
+        # Also after the command (`gpuconv bench --debug`), without resetting
+        # `gpuconv --debug bench` when absent.
+        _add_debug_option(command, argparse.SUPPRESS)
+        command.set_defaults(command_parser=command)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, _EXPECTED):
+        return text
+    return f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser`` and run ``args.func(args)``; the exit status.
+
+    The command-line conventions of ``gpuconv`` for any parser whose
+    namespace carries ``func`` (``benchmarks/run.py`` uses it too).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        Sets ``func`` (and may set ``debug`` and ``command_parser``, the parser
+        that reports a :class:`~gpuconv._argtypes.UsageError`).
+    argv : sequence of str, optional
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0, 1 (runtime failure), 2 (bad usage) or 130 (interrupted).
+    """
+    from ._argtypes import UsageError
+    from .backend import backend_for
+
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the subcommand's parser, with its usage (argparse
+            # leaves unknown arguments to the top-level parser).
+            getattr(args, "command_parser", parser).error(
+                f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    debug = getattr(args, "debug", False)
+    try:
+        if getattr(args, "backend", None) is not None:
+            # Refuse a backend that cannot run here before doing any work.
+            backend_for(args.backend)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        try:
+            getattr(args, "command_parser", parser).error(str(exc))
+        except SystemExit as stop:
+            return stop.code if isinstance(stop.code, int) else 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`gpuconv info | head -1`): stop quietly, and
+        # keep Python from complaining while it flushes stdout at exit.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stdout.flush()
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover - parser.error always exits
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run ``gpuconv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The command line without the program name.
+
+    Returns
+    -------
+    int
+        0, 1 (runtime failure), 2 (bad usage) or 130 (interrupted).
+
+    Examples
+    --------
+    >>> from gpuconv.cli import main
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    gpuconv ...
+    0
+    """
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # while importing the commands' modules
+        print("gpuconv: interrupted", file=sys.stderr)
+        return 130
+    return run_parser(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

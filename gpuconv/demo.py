@@ -13,12 +13,14 @@ and the loss curve.
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 from . import backend as _backend
+from ._argtypes import add_backend_option, plot_file
 from .conv import conv2d
 from .correlate import convolve2d, corr2d, correlate2d
 from .examples import EDGE_KERNEL, EdgeKernelResult, edge_image, learn_edge_kernel
@@ -83,6 +85,14 @@ def _direct_vs_fft(xp: Any, rng: np.random.Generator, sync: Callable[[], None]) 
             f"({faster} {ratio:.1f}x faster)")
 
 
+def _require_matplotlib() -> None:
+    # Checked before the work, so that a missing library costs no wasted run.
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("plot needs matplotlib: pip install 'gpuconv[plot]'") from None
+
+
 def save_figure(path: str, X: np.ndarray, Y: np.ndarray, learned: EdgeKernelResult) -> None:
     """Input, its edges, the learned kernel and the loss curve, as one PNG (needs matplotlib).
 
@@ -131,27 +141,31 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
     Parameters
     ----------
     backend : str, optional
-        The backend to run on (default ``"numpy"``).
+        The backend to run on (default ``"numpy"``; ``"auto"`` follows the
+        tour's inputs, which are NumPy arrays).
     plot : str, optional
-        Also save :func:`save_figure` there.
+        Also save :func:`save_figure` there (needs matplotlib).
 
     Returns
     -------
     int
-        The process exit code: 0; 1 when the backend cannot run here, or when
-        ``plot`` needs matplotlib and it is missing.
+        The process exit code, 0.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the backend cannot run here (before anything is printed).
+    ImportError
+        If ``plot`` is given and matplotlib is missing (before the tour runs).
     """
-    try:
-        chosen = _backend.set_backend(backend)
-    except _backend.BackendUnavailableError as exc:
-        print(f"gpuconv demo: {exc}")
-        return 1
-    with chosen:
-        be = _backend.get_backend_object(backend)
+    if plot:
+        _require_matplotlib()
+    with _backend.set_backend(backend):
+        be = _backend.backend_for(backend)
         xp = be.xp
         to_np = be.to_numpy
         sync = getattr(be, "synchronize", lambda: None)
-        print(f"gpuconv demo on the {backend!r} backend")
+        print(f"gpuconv demo on the {be.name!r} backend")
 
         _section("1. Edge detection (the chapter's example)")
         X = edge_image()
@@ -165,7 +179,7 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
         print(_fmt(to_np(corr2d(xp.asarray(X.T), xp.asarray(K)))))
 
         _section("2. Learning the kernel back from X and Y")
-        learned = learn_edge_kernel(steps=40, lr=3e-2, seed=0, backend=backend)
+        learned = learn_edge_kernel(steps=40, lr=3e-2, seed=0, backend=be.name)
         print("a 1x2 Conv2D without bias, random start, summed squared loss, gradient "
               "descent with lr 0.03;")
         print("its gradients are gpuconv convolutions (weight: correlate the input with the "
@@ -192,7 +206,7 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
         print(f"convolution commutes, f * g = g * f: max |difference| = {np.abs(f - g).max():.1e}")
 
         _section("4. The chapter's claims, checked")
-        _theory_summary(backend)
+        _theory_summary(be.name)
 
         _section("5. Timings (median of 5, milliseconds)")
         rows = []
@@ -212,11 +226,22 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
     print()
     print("Next: `gpuconv train-digits` trains a small CNN on handwritten digits.")
     if plot:
-        try:
-            save_figure(plot, X, Y, learned)
-        except ImportError:
-            print(f"--plot needs matplotlib (pip install 'gpuconv[plot]'); nothing written to "
-                  f"{plot}")
-            return 1
+        save_figure(plot, X, Y, learned)
         print(f"figure written to {plot}")
     return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``demo`` subcommand of ``gpuconv``."""
+    parser = subparsers.add_parser(
+        "demo", help="a tour of the library: edge detection, correlation vs convolution, "
+                     "timings",
+        description="A short tour of the library on one backend: the chapter's edge "
+                    "detection, the edge kernel learned back, correlation vs convolution, the "
+                    "chapter's claims checked, and timings.")
+    add_backend_option(parser)
+    parser.add_argument("--plot", metavar="PATH", type=plot_file,
+                        help="also save a figure of the input, its edges, the learned kernel "
+                             "and the loss curve (PNG; needs matplotlib)")
+    parser.set_defaults(func=lambda args: run_demo(backend=args.backend, plot=args.plot))
+    return parser

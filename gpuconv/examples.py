@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import time
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from . import nn
-from .backend import BackendUnavailableError, set_backend
+from ._argtypes import add_backend_option, nonnegative_int, plot_file, positive_int
+from .backend import set_backend
 from .correlate import corr2d
 from .data import load_digits, stratified_split
 from .nn._module import current_backend
@@ -377,43 +379,68 @@ def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0
     Parameters
     ----------
     backend : str, optional
-        Where to train; ``None`` follows :func:`gpuconv.set_backend`.
+        Where to train; ``None`` follows :func:`gpuconv.set_backend`, and
+        ``"auto"`` follows the data (NumPy arrays).
     epochs : int, optional
         Passes over the training images.
     seed : int, optional
         Seeds the split, the initialisation and the shuffling.
     plot : str, optional
-        Also save :func:`save_digits_figure` there.
+        Also save :func:`save_digits_figure` there (needs matplotlib).
     progress : bool, optional
         Show a progress bar (tqdm, when installed).
 
     Returns
     -------
     int
-        The process exit code: 0; 1 when the backend cannot run here, or when
-        ``plot`` needs matplotlib and it is missing.
+        The process exit code, 0.
+
+    Raises
+    ------
+    BackendUnavailableError
+        If the backend cannot run here (before training).
+    ImportError
+        If ``plot`` is given and matplotlib is missing (before training).
     """
+    if plot:
+        try:
+            import matplotlib  # noqa: F401  - fail before training, not after it
+        except ImportError:
+            raise ImportError("plot needs matplotlib: pip install 'gpuconv[plot]'") from None
 
     def report(trainer: Any, epoch: int, logs: dict) -> None:
         line = (f"epoch {epoch + 1:2d}/{epochs}: train loss {logs['train_loss']:.4f}, "
                 f"held-out loss {logs['val_loss']:.4f}, accuracy {logs['val_accuracy']:.4f}")
         trainer.log(line)
 
-    try:
-        result = train_digits(epochs, backend=backend, seed=seed, progress=progress,
-                              callbacks=[report])
-    except BackendUnavailableError as exc:
-        print(f"gpuconv train-digits: {exc}")
-        return 1
+    result = train_digits(epochs, backend=backend, seed=seed, progress=progress,
+                          callbacks=[report])
     print(f"{result.n_train} training and {result.n_test} held-out images (stratified split, "
           f"seed {seed}); {result.train_seconds:.1f} s on the {result.backend!r} backend")
     print(f"test accuracy: {result.test_accuracy:.4f}")
     if plot:
-        try:
-            save_digits_figure(plot, result)
-        except ImportError:
-            print(f"--plot needs matplotlib (pip install 'gpuconv[plot]'); nothing written to "
-                  f"{plot}")
-            return 1
+        save_digits_figure(plot, result)
         print(f"figure written to {plot}")
     return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``train-digits`` subcommand of ``gpuconv``."""
+    parser = subparsers.add_parser(
+        "train-digits", help="train a small CNN (gpuconv.nn) on the shipped 8x8 handwritten "
+                             "digits",
+        description="Train a LeNet-style CNN built from gpuconv.nn on the 1797 shipped 8x8 "
+                    "handwritten digits and report the held-out accuracy.")
+    add_backend_option(parser)
+    parser.add_argument("--epochs", type=positive_int, default=20, metavar="N",
+                        help="passes over the training images (default 20)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, metavar="N",
+                        help="seeds the split, the initialisation and the shuffling (default 0)")
+    parser.add_argument("--plot", metavar="PATH", type=plot_file,
+                        help="also save the loss curves and the learned first-layer kernels "
+                             "(PNG; needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=lambda args: run_train_digits(
+        backend=args.backend, epochs=args.epochs, seed=args.seed, plot=args.plot,
+        progress=not args.no_progress))
+    return parser

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -107,6 +108,39 @@ def _result(claim: str, err: float, tol: float, detail: str = "",
     return ClaimResult(claim, err, float(tol), bool(err <= tol and extra), detail)
 
 
+# Argument checks at the front door of each public function: a sentence naming
+# the argument instead of NumPy's own error from deep inside.
+def _int(argname: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argname} must be an int; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{argname} must be {bound}; got {value!r}")
+    return int(value)
+
+
+def _int_pair(argname: str, value: Any, minimum: int | None = None) -> tuple[int, int]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{argname} must be a pair of ints; got {value!r}")
+    low = -(2**62) if minimum is None else minimum
+    try:
+        return _int(argname, value[0], low), _int(argname, value[1], low)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{exc} (in {argname}={value!r})") from None
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    if isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(_int("seed", seed, 0))
+
+
+def _bool(argname: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argname} must be a bool; got {value!r}")
+    return bool(value)
+
+
 def _abs_full_conv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import scipy.signal
 
@@ -147,7 +181,8 @@ def commutativity_claim(nonnegative: bool = False, *, backend: str | None = None
     """
     import gpuconv
 
-    rng = np.random.default_rng(seed)
+    nonnegative = _bool("nonnegative", nonnegative)
+    rng = _rng(seed)
     f = rng.standard_normal((9, 7))
     g = rng.standard_normal((4, 6))
     if nonnegative:
@@ -207,7 +242,15 @@ def convolution_theorem_claim(*, backend: str | None = None, seed: int = 0,
     import gpuconv
     from ._fft import error_bound
 
-    rng = np.random.default_rng(seed)
+    try:
+        parsed = np.dtype(dtype)
+    except TypeError:
+        parsed = None
+    if parsed is None or parsed.kind != "f":
+        raise TypeError(f"dtype must be a real floating dtype (float16, float32, float64); "
+                        f"got {dtype!r}")
+    dtype = parsed
+    rng = _rng(seed)
     f = rng.standard_normal((20, 17)).astype(dtype)
     g = rng.standard_normal((6, 5)).astype(dtype)
     s = (f.shape[0] + g.shape[0] - 1, f.shape[1] + g.shape[1] - 1)
@@ -248,7 +291,7 @@ def correlation_is_flipped_convolution_claim(*, backend: str | None = None,
     """
     import gpuconv
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     x = rng.standard_normal((11, 13)) + 1j * rng.standard_normal((11, 13))
     k = rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))
     err = tol = 0.0
@@ -296,11 +339,17 @@ def translation_equivariance_claim(boundary: str = "wrap", *, shift: tuple[int, 
     True
     """
     import gpuconv
+    from ._validation import parse_boundary
 
-    rng = np.random.default_rng(seed)
+    dy, dx = _int_pair("shift", shift)
+    boundary = parse_boundary(boundary)
+    if boundary not in ("wrap", "circular") and (abs(dy) > 6 or abs(dx) > 6):
+        raise ValueError(f"shift {tuple(shift)} leaves no output of the 24x20 image away from "
+                         f"the border with boundary {boundary!r}; each component must lie in "
+                         "[-6, 6] (any shift works with 'wrap')")
+    rng = _rng(seed)
     x = rng.standard_normal((24, 20))
     k = rng.standard_normal((5, 3))
-    dy, dx = shift
     with _on(backend) as be:
         y = _np(be, gpuconv.correlate2d(x, k, "same", boundary, method="direct"))
         y_shifted = _np(be, gpuconv.correlate2d(np.roll(x, (dy, dx), (0, 1)), k, "same",
@@ -372,14 +421,19 @@ def conv_matrix(kernel: Any, input_shape: tuple[int, int], mode: str = "valid", 
 
     mode = parse_mode(mode)
     K = np.asarray(kernel)
+    if K.dtype.kind not in "biufc":
+        raise TypeError(f"kernel must hold real or complex numbers; got dtype {K.dtype}")
     if K.ndim != 2 or 0 in K.shape:
         raise ValueError(f"kernel must be a non-empty 2-D array; got shape {K.shape}")
-    H, W = (int(v) for v in input_shape)
+    H, W = _int_pair("input_shape", input_shape, minimum=1)
     kh, kw = K.shape
     if mode == "valid" and (kh > H or kw > W):
         raise ValueError(f"mode='valid' needs the kernel {K.shape} to fit in input_shape "
                          f"{(H, W)}")
     (oh, ow), (top, left), _ = _plane_geometry(mode, False, (H, W), (kh, kw))
+    _check_fits(oh * ow * kh * kw * 3 * 8 + (0 if sparse else oh * ow * H * W * 16),
+                f"conv_matrix for input_shape {(H, W)} and kernel {K.shape}",
+                "" if sparse else "; sparse=True needs far less")
     Kc = np.conj(K) if K.dtype.kind == "c" else K
     i, j = np.indices((oh, ow))
     rows, cols, vals = [], [], []
@@ -401,6 +455,17 @@ def conv_matrix(kernel: Any, input_shape: tuple[int, int], mode: str = "valid", 
     M = np.zeros((oh * ow, H * W), dtype=dtype)
     np.add.at(M, (rows_a, cols_a), vals_a)
     return M
+
+
+def _check_fits(nbytes: int, what: str, hint: str = "") -> None:
+    # Refuse before allocating what this machine cannot hold.
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not on a POSIX system
+        return
+    if nbytes > total:
+        raise ValueError(f"{what} would need about {nbytes / 2**30:.3g} GiB, more than this "
+                         f"machine's {total / 2**30:.3g} GiB of memory{hint}")
 
 
 def _is_doubly_block_toeplitz(M: np.ndarray, out_hw: tuple[int, int],
@@ -447,7 +512,7 @@ def conv_matrix_claim(mode: str = "valid", *, backend: str | None = None,
     import gpuconv
     from .correlate import _plane_geometry
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     X = rng.standard_normal((7, 9))
     K = rng.standard_normal((3, 4))
     M = conv_matrix(K, X.shape, mode)
@@ -489,7 +554,7 @@ def one_by_one_is_dense_layer_claim(*, backend: str | None = None,
     """
     import gpuconv
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     x = rng.standard_normal((2, 5, 6, 7))
     w = rng.standard_normal((3, 5, 1, 1))
     b = rng.standard_normal(3)
@@ -507,9 +572,12 @@ def one_by_one_is_dense_layer_claim(*, backend: str | None = None,
 Layer = Sequence[Any]
 
 
-def _layer(layer: Layer) -> tuple[tuple[int, int], ...]:
+def _layer(layer: Layer, index: int = 0) -> tuple[tuple[int, int], ...]:
     from ._validation import pair
 
+    if not isinstance(layer, (tuple, list)) or not 1 <= len(layer) <= 4:
+        raise ValueError(f"layers[{index}] must be a tuple (kernel[, stride[, padding[, "
+                         f"dilation]]]) of 1 to 4 entries; got {layer!r}")
     k, s, p, d = (tuple(layer) + (1, 0, 1)[len(layer) - 1:])[:4]
     return (pair("kernel", k, minimum=1), pair("stride", s, minimum=1),
             pair("padding", p, minimum=0), pair("dilation", d, minimum=1))
@@ -544,9 +612,12 @@ def receptive_field(layers: Sequence[Layer]) -> dict[str, tuple[int, int]]:
     >>> receptive_field([(7, 2, 3), (3, 2, 1), (3, 1, 1, 2)])
     {'size': (27, 27), 'jump': (4, 4), 'start': (-9, -9)}
     """
+    if not isinstance(layers, (tuple, list)):
+        raise TypeError(f"layers must be a sequence of (kernel, stride, padding, dilation) "
+                        f"tuples; got {layers!r}")
     size, jump, start = [1, 1], [1, 1], [0, 0]
-    for layer in layers:
-        k, s, p, d = _layer(layer)
+    for index, layer in enumerate(layers):
+        k, s, p, d = _layer(layer, index)
         for a in range(2):
             size[a] += (k[a] - 1) * d[a] * jump[a]
             start[a] -= p[a] * jump[a]
@@ -588,9 +659,10 @@ def receptive_field_claim(layers: Sequence[Layer] = ((3, 1, 1), (3, 2, 0, 2), (5
     """
     import gpuconv
 
-    rng = np.random.default_rng(seed)
+    rf = receptive_field(layers)   # checks layers
+    rng = _rng(seed)
     parsed = [_layer(layer) for layer in layers]
-    shapes = [tuple(input_shape)]
+    shapes = [_int_pair("input_shape", input_shape, minimum=1)]
     for k, s, p, d in parsed:
         h, w = shapes[-1]
         shapes.append(((h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
@@ -611,7 +683,6 @@ def receptive_field_claim(layers: Sequence[Layer] = ((3, 1, 1), (3, 2, 0, 2), (5
                                                  dilation=d, method="direct"))
     nz = np.argwhere(g[0, 0] != 0)
     observed = (*nz.min(axis=0), *nz.max(axis=0))
-    rf = receptive_field(layers)
     lo = [rf["start"][a] + (i, j)[a] * rf["jump"][a] for a in range(2)]
     hi = [lo[a] + rf["size"][a] - 1 for a in range(2)]
     H, W = input_shape
@@ -662,14 +733,14 @@ def derivative_kernel(order: int, accuracy: int = 1) -> np.ndarray:
     >>> derivative_kernel(3).shape    # minimum size for order d is d + 1
     (1, 4)
     """
-    import operator
-
-    for name, value in (("order", order), ("accuracy", accuracy)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int; got {value!r}")
-        if operator.index(value) < 1:
-            raise ValueError(f"{name} must be >= 1; got {value!r}")
-    n = int(order) + int(accuracy)
+    order = _int("order", order, 1)
+    accuracy = _int("accuracy", accuracy, 1)
+    n = order + accuracy
+    if n > _MAX_TAPS:
+        # Beyond this the moment equations are too ill-conditioned for float64
+        # (their residual grows past 1e-10), and their factorials overflow int64.
+        raise ValueError(f"order + accuracy must be <= {_MAX_TAPS} (taps of the kernel); got "
+                         f"{order} + {accuracy} = {n}")
     x = np.arange(n) - (n - 1) / 2
     m = np.arange(n)
     A = x[None, :] ** m[:, None] / np.array([math.factorial(int(k)) for k in m])[:, None]
@@ -677,6 +748,9 @@ def derivative_kernel(order: int, accuracy: int = 1) -> np.ndarray:
     c = np.linalg.solve(A, rhs)
     c[np.abs(c) < 1e-12 * np.abs(c).max()] = 0.0
     return c[None, :] + 0.0
+
+
+_MAX_TAPS = 20
 
 
 def _best_residual(order: int, taps: int) -> float:
@@ -717,10 +791,12 @@ def derivative_kernel_claim(max_order: int = 4, *, backend: str | None = None) -
     """
     import gpuconv
 
+    t = np.arange(-8.0, 9.0)
+    # The (max_order + 1)-tap kernel must fit in the len(t) samples.
+    max_order = _int("max_order", max_order, 1, len(t) - 1)
     err = 0.0
     scale = 0.0
     gaps = []
-    t = np.arange(-8.0, 9.0)
     with _on(backend) as be:
         for d in range(1, max_order + 1):
             k = derivative_kernel(d)
@@ -819,6 +895,8 @@ def summed_area(X: Any) -> np.ndarray:
            [ 3.,  6.,  9., 12.]])
     """
     X = np.asarray(X)
+    if X.dtype.kind not in "biufc":
+        raise TypeError(f"X must hold real or complex numbers; got dtype {X.dtype}")
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D; got shape {X.shape}")
     return np.cumsum(np.cumsum(X, axis=0), axis=1)
@@ -850,7 +928,7 @@ def summed_area_claim(*, backend: str | None = None, seed: int = 0) -> ClaimResu
     """
     import gpuconv
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     X = rng.uniform(0.1, 1.0, (9, 12))
     H, W = X.shape
     S = summed_area(X)
@@ -923,8 +1001,7 @@ def diagonal_edges(n: int = 6, *, backend: str | None = None) -> dict[str, np.nd
     """
     import gpuconv
 
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2; got {n!r}")
+    n = _int("n", n, 2)
     X = np.triu(np.ones((n, n)))
     K = np.array([[1.0, -1.0]])
     with _on(backend) as be:
@@ -958,6 +1035,7 @@ def diagonal_edges_claim(n: int = 6, *, backend: str | None = None) -> ClaimResu
     >>> theory.diagonal_edges_claim().passed
     True
     """
+    n = _int("n", n, 2)
     r = diagonal_edges(n, backend=backend)
     outs = [r["K_on_X"], r["K_on_XT"], r["KT_on_X"], r["KT_on_XT"]]
     lines = all(int(np.count_nonzero(o)) == n - 1 and set(np.unique(np.abs(o))) == {0.0, 1.0}

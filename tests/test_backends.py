@@ -335,6 +335,10 @@ gpuconv.conv2d(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)), padding="same")
 gpuconv.conv_transpose2d(np.ones((1, 3, 5, 5)), np.ones((3, 2, 3, 3)), stride=2)
 gpuconv.corr2d(np.ones((5, 5)), np.ones((1, 2)))
 gpuconv.output_shape(8, 3)
+# Public submodules load on first use (PEP 562); none is imported up front.
+assert not [m for m in ("gpuconv.nn", "gpuconv.theory", "gpuconv.examples", "gpuconv.bench")
+            if m in sys.modules]
+gpuconv.nn.Conv2D, gpuconv.theory.check, gpuconv.reference, gpuconv.examples, gpuconv.bench
 print(json.dumps(sorted(m for m in {OPTIONAL!r} if m in sys.modules)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

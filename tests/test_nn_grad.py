@@ -171,8 +171,26 @@ def test_gradients_accumulate_until_zero_grad(backend, rng):
     layer(x)
     layer.backward(g)
     np.testing.assert_allclose(_to_np(layer.weight.grad), 2 * once, rtol=1e-12)
+    # As in PyTorch, zero_grad forgets the gradients; the next backward stores its own.
     layer.zero_grad()
-    assert not np.any(_to_np(layer.weight.grad))
+    assert layer.weight.grad is None and layer.bias.grad is None
+    layer(x)
+    layer.backward(g)
+    np.testing.assert_allclose(_to_np(layer.weight.grad), once, rtol=1e-12)
+    nn.SGD(layer.parameters(), lr=0.1).zero_grad()
+    assert layer.weight.grad is None and layer.bias.grad is None
+
+
+def test_optimizer_skips_parameters_without_a_gradient(rng):
+    net = nn.Sequential(nn.Linear(3, 2, seed=rng, dtype=np.float64),
+                        nn.Linear(2, 2, seed=rng, dtype=np.float64))
+    before = [p.data.copy() for p in net.parameters()]
+    opt = nn.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    net.zero_grad()
+    net[1].weight.grad = rng.standard_normal((2, 2))
+    opt.step()
+    changed = [not np.array_equal(b, p.data) for b, p in zip(before, net.parameters())]
+    assert changed == [False, False, True, False]
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -217,6 +235,119 @@ def test_cross_entropy_is_stable_for_huge_logits(rng):
     np.testing.assert_allclose(big.grad, small.grad, atol=1e-12)
     far = nn.cross_entropy(np.array([[1e4, -1e4]]), np.array([1]))
     assert far.value == pytest.approx(2e4)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_losses_of_integer_predictions_have_float64_gradients(rng, dtype):
+    pred = rng.integers(0, 2 if dtype is np.bool_ else 5, size=(4, 3)).astype(dtype)
+    target = rng.standard_normal((4, 3))
+    value, grad = nn.mse_loss(pred, target)
+    exact = pred.astype(np.float64)
+    assert grad.dtype == np.float64
+    np.testing.assert_allclose(grad, 2 * (exact - target) / exact.size, rtol=1e-15)
+    assert value == pytest.approx(((exact - target) ** 2).mean(), rel=1e-14)
+    labels = rng.integers(0, 3, size=4)
+    value, grad = nn.cross_entropy(pred, labels, reduction="sum")
+    expected = nn.cross_entropy(exact, labels, reduction="sum")
+    assert grad.dtype == np.float64 and np.any(grad != 0)
+    np.testing.assert_array_equal(grad, expected.grad)
+    assert value == expected.value
+
+
+def test_losses_keep_a_floating_prediction_dtype(rng):
+    pred = rng.standard_normal((4, 3)).astype(np.float32)
+    assert nn.mse_loss(pred, rng.standard_normal((4, 3))).grad.dtype == np.float32
+    assert nn.cross_entropy(pred, np.array([0, 1, 2, 0])).grad.dtype == np.float32
+
+
+def test_cross_entropy_accepts_distributions_up_to_rounding(rng):
+    logits = rng.standard_normal((6, 5))
+    labels = rng.integers(0, 5, size=6)
+    for dtype in (np.float16, np.float32, np.float64, np.int64, np.bool_):
+        onehot = np.eye(5, dtype=dtype)[labels]
+        got = nn.cross_entropy(logits, onehot)
+        ref = nn.cross_entropy(logits, labels)
+        assert got.value == pytest.approx(ref.value, rel=1e-12)
+        np.testing.assert_allclose(got.grad, ref.grad, rtol=1e-12, atol=1e-15)
+    soft = rng.random((6, 5)).astype(np.float32)
+    soft /= soft.sum(axis=1, keepdims=True)     # rows sum to 1 within float32 rounding
+    nn.cross_entropy(logits, soft)
+
+
+@pytest.mark.parametrize("target,match", [
+    (lambda t: t * 1.1, r"row \d sums to 1\.1"),
+    (lambda t: t * 0.5, r"row \d sums to 0\.5"),
+    # Rows still summing to 1, with a negative entry (every entry is < 1).
+    (lambda t: t + np.eye(5)[0] - np.eye(5)[1], r"an entry is -"),
+    (lambda t: np.log(t), r"an entry is -"),   # log-probabilities passed as targets
+])
+def test_cross_entropy_refuses_rows_that_are_not_distributions(rng, target, match):
+    soft = rng.random((6, 5)) + 0.1
+    soft /= soft.sum(axis=1, keepdims=True)
+    with pytest.raises(ValueError, match=r"target of shape \(6, 5\) must hold a probability "
+                                         r"distribution per row.*" + match):
+        nn.cross_entropy(rng.standard_normal((6, 5)), target(soft))
+
+
+def test_cross_entropy_refuses_complex_targets():
+    with pytest.raises(TypeError, match="target probabilities must be real"):
+        nn.cross_entropy(np.zeros((1, 2)), np.array([[1 + 0j, 0]]))
+
+
+def _sgd_reference(start, grads, lr, momentum, dampening, weight_decay, nesterov):
+    """torch.optim.SGD's update, written out from its documentation, in float64."""
+    p, buf, path = start.copy(), None, []
+    for g in grads:
+        d = g + weight_decay * p
+        if momentum:
+            buf = d.copy() if buf is None else momentum * buf + (1 - dampening) * d
+            d = d + momentum * buf if nesterov else buf
+        p = p - lr * d
+        path.append(p.copy())
+    return path
+
+
+SGD_SETTINGS = [
+    dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False),
+    dict(momentum=0.0, dampening=0.0, weight_decay=0.1, nesterov=False),
+    dict(momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False),
+    dict(momentum=0.9, dampening=0.0, weight_decay=1e-2, nesterov=False),
+    dict(momentum=0.5, dampening=0.3, weight_decay=1e-2, nesterov=False),
+    dict(momentum=0.9, dampening=1.0, weight_decay=0.0, nesterov=False),
+    dict(momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True),
+    dict(momentum=0.7, dampening=0.0, weight_decay=0.05, nesterov=True),
+]
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=lambda s: "-".join(
+    f"{k}{v}" for k, v in s.items()))
+def test_sgd_follows_the_written_out_update(rng, settings):
+    start = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(5)]
+    expected = _sgd_reference(start, grads, 0.1, **settings)
+    p = nn.Parameter(start.copy())
+    opt = nn.SGD([p], lr=0.1, **settings)
+    for g, want in zip(grads, expected):
+        p.grad = g.copy()
+        opt.step()
+        # Changing the gradient in place after the step must not reach the buffer.
+        p.grad *= 7
+        np.testing.assert_allclose(p.data, want, rtol=1e-13, atol=1e-15)
+    # The settings matter: plain gradient descent ends elsewhere (unless they are plain).
+    plain = _sgd_reference(start, grads, 0.1, 0.0, 0.0, 0.0, False)[-1]
+    assert np.array_equal(plain, p.data) == (settings == SGD_SETTINGS[0])
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(momentum=0.9, dampening=1.5), ValueError, r"dampening must be >= 0.0 and <= 1.0"),
+    (dict(momentum=0.9, dampening=-0.1), ValueError, r"dampening must be >= 0.0"),
+    (dict(momentum=0.0, nesterov=True), ValueError, r"nesterov=True needs momentum > 0"),
+    (dict(momentum=0.9, dampening=0.1, nesterov=True), ValueError, r"dampening == 0"),
+    (dict(momentum=0.9, nesterov="yes"), TypeError, r"nesterov must be a bool"),
+])
+def test_sgd_bad_settings(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        nn.SGD(nn.Linear(2, 2).parameters(), lr=0.1, **kwargs)
 
 
 def test_conv2d_init_is_pytorch_uniform_and_seeded():
@@ -327,16 +458,18 @@ def test_lenet_step_matches_torch_autograd(backend, rng):
         np.testing.assert_allclose(_to_np(p.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-2),
-                                                   (0.0, 0.1)])
-def test_sgd_matches_torch(rng, momentum, weight_decay):
-    torch = pytest.importorskip("torch", reason="torch is not installed: no optimizer to compare")
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=lambda s: "-".join(
+    f"{k}{v}" for k, v in s.items()))
+def test_sgd_matches_torch(rng, settings):
+    torch = pytest.importorskip("torch", reason="torch is not installed: no optimizer to compare "
+                                                "(test_sgd_follows_the_written_out_update checks "
+                                                "the same formula without it)")
     start = rng.standard_normal((3, 4))
     grads = [rng.standard_normal((3, 4)) for _ in range(4)]
     p = nn.Parameter(start.copy())
-    opt = nn.SGD([p], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    opt = nn.SGD([p], lr=0.1, **settings)
     t = torch.tensor(start.copy(), requires_grad=True)
-    topt = torch.optim.SGD([t], lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    topt = torch.optim.SGD([t], lr=0.1, **settings)
     for g in grads:
         p.grad = g.copy()
         opt.step()

@@ -149,6 +149,55 @@ def test_trainer_progress_bar_and_fallback_without_tqdm(rng, monkeypatch, capsys
     assert "/4 [" not in capsys.readouterr().err
 
 
+# -- backend="auto": follow the inputs, NumPy when there are none --------------------
+
+def test_backend_auto_in_layers_examples_and_the_trainer(rng):
+    for layer in (nn.Conv2D(1, 2, 3, seed=0, backend="auto"), nn.Linear(3, 2, seed=0,
+                                                                      backend="auto")):
+        assert all(type(p.data) is np.ndarray for p in layer.parameters())
+    # "auto" with nothing to follow is NumPy even where another backend is the context's.
+    with gpuconv.set_backend("numpy"):
+        assert type(nn.Linear(2, 2, backend="auto").weight.data) is np.ndarray
+    auto = learn_edge_kernel(steps=5, seed=1, backend="auto")
+    plain = learn_edge_kernel(steps=5, seed=1, backend="numpy")
+    assert auto.losses == plain.losses
+    np.testing.assert_array_equal(auto.kernel, plain.kernel)
+    assert train_digits(epochs=1, backend="auto", seed=0).backend == "numpy"
+    x, y = _blobs(rng, 16)
+    model = nn.Linear(2, 3, seed=0)
+    history = nn.Trainer(backend="auto", progress=False).fit(
+        model.to("auto"), nn.ArrayLoader(x, y, 8), nn.cross_entropy,
+        nn.SGD(model.parameters(), lr=0.1), 2)
+    assert history.epochs == 2 and type(model.weight.data) is np.ndarray
+
+
+def test_backend_auto_follows_a_model_of_another_library(rng, monkeypatch):
+    from test_backends import FakeArray, FakeBackend, fake_array_library, registered
+
+    x, y = _blobs(rng, 16)
+    with fake_array_library(monkeypatch), registered("fakearray", FakeBackend):
+        model = nn.Sequential(nn.Linear(2, 4, seed=0, backend="fakearray"), nn.ReLU(),
+                              nn.Linear(4, 3, seed=0, backend="fakearray"))
+        # Moving to "auto" keeps each parameter where it is.
+        model.to("auto")
+        assert all(type(p.data) is FakeArray for p in model.parameters())
+        seen = []
+
+        class Spy(nn.Trainer):
+            def training_step(self, batch):
+                seen.append(tuple(type(a) for a in batch))
+                return super().training_step(batch)
+
+        for backend in ("auto", None):
+            seen.clear()
+            Spy(backend=backend, progress=False).fit(
+                model, nn.ArrayLoader(x, y, 8), nn.cross_entropy,
+                nn.SGD(model.parameters(), lr=0.1), 1)
+            # NumPy batches were moved to the model's library, the model stayed there.
+            assert seen == [(FakeArray, FakeArray)] * 2, backend
+            assert all(type(p.data) is FakeArray for p in model.parameters())
+
+
 # -- the digits CNN -----------------------------------------------------------------
 
 def test_digits_data_is_shipped_and_split_is_stratified():
@@ -238,6 +287,13 @@ BAD = [
     (lambda: nn.Conv2D(1, 4, 3, padding_mode="mirror"), ValueError, "padding_mode"),
     (lambda: nn.Conv2D(1, 4, 3, dtype=np.int32), TypeError, "float"),
     (lambda: nn.Conv2D(1, 4, 3, backend="nope"), ValueError, "unknown backend"),
+    (lambda: nn.Linear(2, 2, backend=3), TypeError, "backend must be a str"),
+    (lambda: nn.Linear(2, 2).to("nope"), ValueError, "unknown backend"),
+    (lambda: nn.Trainer(backend="nope").fit(nn.Linear(1, 1), [], nn.mse_loss,
+                                            nn.SGD(nn.Linear(1, 1).parameters(), lr=1), 1),
+     ValueError, "unknown backend"),
+    (lambda: nn.cross_entropy(np.zeros((2, 3)), np.full((2, 3), 0.5)), ValueError,
+     "row 0 sums to 1.5"),
     (lambda: nn.Linear(3, 0), ValueError, "out_features"),
     (lambda: nn.MaxPool2D(2, padding=2), ValueError, "half the kernel"),
     (lambda: nn.Sequential(nn.ReLU(), "relu"), TypeError, "argument 1 is str"),
@@ -361,9 +417,11 @@ def test_cli_on_cupy_runs_or_says_why(command, capsys):
     status = gpuconv.available_backends()["cupy"]
     extra = ["--epochs", "1", "--no-progress"] if command == "train-digits" else []
     code = main([command, "--backend", "cupy", *extra])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     if status.usable:
         assert code == 0
         assert ("test accuracy: 0." in out) if command == "train-digits" else ("learned: K" in out)
     else:
-        assert code == 1 and status.reason in out
+        # Refused before any work: nothing on stdout, one line on stderr.
+        assert code == 1 and out == ""
+        assert err == f"gpuconv: error: backend 'cupy' is not usable: {status.reason}\n"

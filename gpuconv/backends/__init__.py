@@ -89,6 +89,10 @@ class ArrayBackend:
         """
         return None
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about where this backend computes, for :func:`gpuconv.show_config`."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"
 

@@ -112,6 +112,25 @@ class CupyBackend(ArrayBackend):
         pool = self.xp.get_default_memory_pool()
         return int(free) + int(pool.free_bytes())
 
+    def describe(self) -> dict[str, Any]:
+        """CUDA runtime and driver versions and every visible device, for ``gpuconv info``."""
+        runtime = self.xp.cuda.runtime
+        devices = []
+        for device_id in range(runtime.getDeviceCount()):
+            props = runtime.getDeviceProperties(device_id)
+            name = props.get("name", b"?")
+            devices.append({
+                "id": device_id,
+                "name": name.decode() if isinstance(name, bytes) else str(name),
+                "compute_capability": f"{props.get('major', '?')}.{props.get('minor', '?')}",
+                "memory_bytes": int(props.get("totalGlobalMem", 0)),
+                "multiprocessors": int(props.get("multiProcessorCount", 0)),
+            })
+        return {"cuda_runtime": runtime.runtimeGetVersion(),
+                "cuda_driver": runtime.driverGetVersion(),
+                "current_device": self.xp.cuda.Device().id,
+                "devices": devices}
+
     def synchronize(self) -> None:
         """Wait for the work queued on the current stream (for timing)."""
         self.xp.cuda.get_current_stream().synchronize()

@@ -14,13 +14,12 @@ the fastest column of its row; the results go to JSON and markdown files.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from typing import Any, Sequence
 
 from . import _grids
+from ._cli import build_parser, main, run_from_cli
 from ._registry import GRIDS, Case, Column, Grid, Unavailable, register_column, register_grid
 from ._report import library_versions, machine_info, now, today, to_markdown, write_results
 from ._runner import Settings, run_grids
@@ -99,6 +98,11 @@ def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
     unknown = [g for g in names if g not in GRIDS]
     if unknown:
         raise ValueError(f"unknown benchmark grid(s) {unknown}; registered: {sorted(GRIDS)}")
+    known = {c for g in names for c in GRIDS[g].columns}
+    unknown = [c for c in columns or () if c not in known]
+    if unknown:
+        raise ValueError(f"column(s) {unknown} are in none of the grids {names}; their columns: "
+                         f"{sorted(known)}")
     if settings is None:
         settings = Settings(repeat=3, min_sample=0.002, cap=0.5, case_budget=1.0) if quick \
             else Settings()
@@ -144,76 +148,3 @@ def run(*, backend: str = "numpy", grids: Sequence[str] | None = None,
         paths = write_results(report, out, stem)
         report["files"] = [str(p) for p in paths]
     return report
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The options of ``gpuconv bench`` / ``benchmarks/run.py``."""
-    if parser is None:
-        parser = argparse.ArgumentParser(prog="benchmarks/run.py",
-                                         description="Run gpuconv's benchmark grid.")
-    opts = {a.dest for a in parser._actions}
-    if "backend" not in opts:
-        parser.add_argument("--backend", default="numpy", help="gpuconv backend (default numpy)")
-    if "quick" not in opts:
-        parser.add_argument("--quick", action="store_true", help="a tiny grid, for a smoke test")
-    if "out" not in opts:
-        parser.add_argument("--out", metavar="DIR", default="benchmarks/results",
-                            help="where the JSON and markdown results go")
-    if "grid" not in opts:
-        parser.add_argument("--grid", action="append", metavar="NAME",
-                            help=f"run only this grid (repeatable; built-in: {', '.join(GRIDS)})")
-    if "column" not in opts:
-        parser.add_argument("--column", action="append", metavar="NAME",
-                            help="run only this column (repeatable)")
-    if "threads" not in opts:
-        parser.add_argument("--threads", type=int, metavar="N",
-                            help="threads for gpuconv, torch and BLAS (default: libraries' own)")
-    if "repeat" not in opts:
-        parser.add_argument("--repeat", type=int, metavar="N", help="samples per cell")
-    if "cap" not in opts:
-        parser.add_argument("--cap", type=float, metavar="SECONDS",
-                            help="longest single call before a column is timed once or "
-                                 "extrapolated")
-    if "plot" not in opts:
-        parser.add_argument("--plot", metavar="PATH",
-                            help="also write the direct-vs-FFT crossover plot of the planes grid "
-                                 "as PNG (needs matplotlib)")
-    if "tag" not in opts:
-        parser.add_argument("--tag", help="suffix of the result files' names")
-    if "note" not in opts:
-        parser.add_argument("--note", action="append", default=[],
-                            help="a line of context to record with the results (repeatable)")
-    return parser
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    """Run from parsed command-line options (missing options take their defaults)."""
-    defaults = build_parser().parse_args([])
-    get = lambda name: getattr(args, name, getattr(defaults, name))  # noqa: E731
-    settings = None
-    if get("repeat") is not None or get("cap") is not None:
-        base = Settings(repeat=3, min_sample=0.002, cap=0.5, case_budget=1.0) if get("quick") \
-            else Settings()
-        if get("repeat") is not None:
-            base.repeat = get("repeat")
-        if get("cap") is not None:
-            base.cap = get("cap")
-        settings = base
-    report = run(backend=get("backend"), grids=get("grid"), columns=get("column"),
-                 quick=get("quick"), settings=settings, threads=get("threads"),
-                 out=get("out"), notes=get("note") or (), tag=get("tag"),
-                 progress=lambda line: print(line, flush=True))
-    print(to_markdown(report))
-    for path in report.get("files", []):
-        print(f"wrote {path}")
-    if get("plot"):
-        from ._fftcols import crossover_plot
-
-        print(f"wrote {crossover_plot(report, get('plot'))}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python benchmarks/run.py``."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return run_from_cli(args)

@@ -13,26 +13,23 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .._dispatch import array_library
-from ..backend import get_backend_object, resolve_backend
+from ..backend import backend_for
 
 __all__ = ["Parameter", "Module", "Sequential", "current_backend", "namespace_of"]
 
 
 def namespace_of(arr: Any) -> Any:
     """The array namespace (``numpy``, ``cupy``, ...) of the backend that owns ``arr``."""
-    return get_backend_object(array_library(arr) or "numpy").xp
+    return backend_for("auto", array=arr).xp
 
 
 def current_backend(name: str | None = None) -> Any:
     """The backend object new parameters live on.
 
     ``name`` picks a registered backend; ``None`` follows the current choice
-    (:func:`gpuconv.set_backend`), and ``"auto"`` with no arrays means NumPy.
+    (:func:`gpuconv.set_backend`), and ``"auto"`` (no arrays to follow) means NumPy.
     """
-    if name is None:
-        return resolve_backend()
-    return get_backend_object(name)
+    return backend_for(name)
 
 
 class Parameter:
@@ -44,7 +41,8 @@ class Parameter:
         The value, an array of the backend the module lives on.
     grad : array or None
         The gradient of the loss, summed over every ``backward`` since the last
-        :meth:`Module.zero_grad`; ``None`` before the first one.
+        :meth:`Module.zero_grad`; ``None`` before the first one and after
+        ``zero_grad``.
     name : str
         ``"weight"``, ``"bias"``, ...; for messages and ``repr``.
     """
@@ -94,8 +92,8 @@ class Module:
     >>> net.backward(np.ones_like(y)).shape
     (4, 3)
     >>> net.zero_grad()
-    >>> float(np.abs(net.parameters()[0].grad).sum())
-    0.0
+    >>> net.parameters()[0].grad is None
+    True
     """
 
     training: bool = True
@@ -136,9 +134,13 @@ class Module:
             yield from child._iter_parameters()
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to zeros of its shape."""
+        """Forget every parameter's gradient (set it to ``None``), as PyTorch does.
+
+        The next ``backward`` stores its gradient instead of adding it to an
+        array of zeros; :meth:`gpuconv.nn.SGD.zero_grad` does the same.
+        """
         for p in self.parameters():
-            p.grad = namespace_of(p.data).zeros_like(p.data)
+            p.grad = None
 
     def train(self, mode: bool = True) -> Module:
         """Put this module and its children in training (or evaluation) mode."""
@@ -157,7 +159,8 @@ class Module:
         Parameters
         ----------
         backend : str, optional
-            A registered backend name; ``None`` keeps each parameter's library.
+            A registered backend name; ``None`` or ``"auto"`` keeps each
+            parameter's library.
         dtype : dtype, optional
             A floating dtype; ``None`` keeps each parameter's dtype.
 
@@ -173,7 +176,7 @@ class Module:
         for p in self.parameters():
             data = p.data
             if backend is not None:
-                data = get_backend_object(backend).asarray(data)
+                data = backend_for(backend, parameter=data).asarray(data)
             if dtype is not None:
                 data = data.astype(dtype)
             p.data = data

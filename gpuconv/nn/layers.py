@@ -81,8 +81,8 @@ class Conv2D(Module):
     dtype : floating dtype, keyword-only
         Of the parameters (default ``float32``).
     backend : str, keyword-only
-        Backend the parameters live on; ``None`` follows :func:`gpuconv.set_backend`
-        (NumPy under ``"auto"``).
+        Backend the parameters live on; ``None`` follows :func:`gpuconv.set_backend`,
+        and ``"auto"`` (there are no inputs yet to follow) means NumPy.
     method : str, keyword-only
         ``method`` of the three convolutions (forward, weight and input gradient).
 

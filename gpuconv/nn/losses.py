@@ -25,6 +25,15 @@ class LossResult(NamedTuple):
     grad: Any
 
 
+def _floating(be: Any, input: Any) -> Any:
+    # Integer (or bool) predictions get a float64 loss and gradient: a gradient
+    # cast back to int would truncate to zero.
+    input = be.asarray(input)
+    if np.dtype(input.dtype).kind not in "fc":
+        input = input.astype(np.float64)
+    return input
+
+
 def _reduction(reduction: Any) -> str:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, _REDUCTIONS))}; "
@@ -48,7 +57,8 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
     -------
     LossResult
         ``(value, grad)`` with ``grad = 2 * (input - target)`` (divided by the
-        number of elements for ``'mean'``).
+        number of elements for ``'mean'``), of ``input``'s floating dtype;
+        float64 when ``input`` holds integers.
 
     Examples
     --------
@@ -60,7 +70,7 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
     """
     reduction = _reduction(reduction)
     be = resolve_backend(input=input, target=target)
-    input = be.asarray(input)
+    input = _floating(be, input)
     target = be.asarray(target)
     if tuple(input.shape) != tuple(target.shape):
         raise ValueError(f"input and target must have the same shape; got {tuple(input.shape)} "
@@ -86,7 +96,8 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
     input : array, shape (N, K)
         Unnormalised scores (logits).
     target : array_like, shape (N,) of ints in [0, K), or shape (N, K)
-        Class labels, or a probability distribution per row.
+        Class labels, or a probability distribution per row: entries >= 0,
+        each row summing to 1 up to rounding.
     reduction : {'mean', 'sum'}, optional
         Over the batch.
 
@@ -94,7 +105,18 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
     -------
     LossResult
         ``(value, grad)`` with ``grad = softmax(input) - onehot(target)``
-        (divided by ``N`` for ``'mean'``).
+        (divided by ``N`` for ``'mean'``), of ``input``'s floating dtype;
+        float64 when ``input`` holds integers.
+
+    Raises
+    ------
+    ValueError
+        A probability row with a negative entry or a sum other than 1.
+        PyTorch computes ``-sum(target * log_softmax(input))`` for any
+        target without checking; a row that is not a distribution is almost
+        always a mistake (logits, counts or unnormalised scores passed as
+        targets), so gpuconv says so instead of training on it.  Normalise
+        with ``target / target.sum(axis=1, keepdims=True)`` if that is meant.
 
     Examples
     --------
@@ -111,7 +133,7 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
     reduction = _reduction(reduction)
     be = resolve_backend(input=input, target=target)
     xp = be.xp
-    input = be.asarray(input)
+    input = _floating(be, input)
     target = be.asarray(target)
     if input.ndim != 2:
         raise ValueError(f"input must be 2-D logits (N, K); got shape {tuple(input.shape)}")
@@ -135,6 +157,7 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
         grad = probs
         grad[rows, target] -= 1
     elif tuple(target.shape) == (N, K):
+        _check_distributions(target)
         value = -float((target * log_probs).sum())
         grad = probs * target.sum(axis=1, keepdims=True) - target
     else:
@@ -144,3 +167,25 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
         value /= N
         grad = grad / N
     return LossResult(value, grad.astype(input.dtype, copy=False))
+
+
+def _check_distributions(target: Any) -> None:
+    """Each row of ``target`` is a probability distribution, up to rounding."""
+    kind = np.dtype(target.dtype).kind
+    if kind not in "biuf":
+        raise TypeError(f"target probabilities must be real numbers; got dtype {target.dtype}")
+    if target.size == 0:
+        return
+    sums = target.sum(axis=1, dtype=np.float64)
+    low = float(target.min())
+    # Rounding of K terms summed in the target's precision (exact for integers).
+    eps = float(np.finfo(target.dtype).eps) if kind == "f" else 0.0
+    tol = 4 * target.shape[1] * eps
+    worst = int(abs(sums - 1).argmax())
+    if low < 0 or abs(float(sums[worst]) - 1) > tol:
+        detail = (f"an entry is {low:g}" if low < 0
+                  else f"row {worst} sums to {float(sums[worst])!r}")
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} must hold a probability distribution per "
+            f"row (entries >= 0, each row summing to 1); {detail}. Pass class labels of shape "
+            f"({target.shape[0]},), or normalise: target / target.sum(axis=1, keepdims=True)")

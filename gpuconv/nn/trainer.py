@@ -17,9 +17,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .._dispatch import array_library
-from ..backend import get_backend, set_backend
-from ._module import Module, current_backend
+from ..backend import backend_for, set_backend
+from ._module import Module
 
 __all__ = ["ArrayLoader", "History", "Trainer"]
 
@@ -105,8 +104,9 @@ class Trainer:
     ----------
     backend : str, optional
         Where to train: the model's parameters and every batch are moved
-        there and the ops compute there.  ``None`` follows
-        :func:`gpuconv.set_backend` (NumPy under ``"auto"``).
+        there and the ops compute there.  ``"auto"`` follows the model (its
+        parameters' library); ``None`` follows :func:`gpuconv.set_backend`
+        (the model, under its default ``"auto"``).
     progress : bool, optional
         Show a tqdm progress bar with the running loss (default ``True``);
         silently no bar when tqdm is not installed.
@@ -276,13 +276,10 @@ class Trainer:
         return logs
 
     def _resolve_backend(self, model: Module) -> Any:
-        # Without an explicit choice, batches follow the model: under "auto" a
-        # model on the GPU gets GPU batches, not the NumPy default.
-        if self.backend_name is not None or get_backend() != "auto":
-            return current_backend(self.backend_name)
+        # Under "auto" (chosen here or in the context) batches follow the
+        # model: a model on the GPU gets GPU batches, not the NumPy default.
         params = model.parameters()
-        library = array_library(params[0].data) if params else None
-        return current_backend(library or "numpy")
+        return backend_for(self.backend_name, parameter=params[0].data if params else None)
 
     def log(self, line: str) -> None:
         """Print ``line`` without breaking the progress bar."""
