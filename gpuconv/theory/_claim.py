@@ -1,0 +1,76 @@
+"""ClaimResult and the helpers every claim uses: the backend context, the
+rounding-error constant ``gamma_n`` and the result constructor."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["ClaimResult"]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The outcome of checking one claim.
+
+    Attributes
+    ----------
+    claim : str
+        The claim, in words.
+    max_error : float
+        The largest difference observed between the two sides.
+    tolerance : float
+        The largest difference floating point allows (0 for exact claims).
+    passed : bool
+        ``max_error <= tolerance`` and any further condition of the claim.
+    detail : str
+        What was computed, and for the exercises the answers.
+    """
+
+    claim: str
+    max_error: float
+    tolerance: float
+    passed: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        flag = "pass" if self.passed else "FAIL"
+        return f"{flag}  {self.claim}: max error {self.max_error:.3g} <= {self.tolerance:.3g}"
+
+
+# -- helpers ------------------------------------------------------------------------
+@contextlib.contextmanager
+def _on(backend: str | None) -> Iterator[Any]:
+    import gpuconv
+    from ..backend import get_backend_object, resolve_backend
+
+    if backend is None:
+        yield resolve_backend()
+        return
+    with gpuconv.set_backend(backend):
+        yield get_backend_object(backend)
+
+
+def _np(backend: Any, a: Any) -> np.ndarray:
+    return np.asarray(backend.to_numpy(a))
+
+
+def _gamma(n: int, dtype: Any = np.float64) -> float:
+    u = float(np.finfo(np.dtype(dtype)).eps) / 2
+    return n * u / (1 - n * u)
+
+
+def _result(claim: str, err: float, tol: float, detail: str = "",
+            extra: bool = True) -> ClaimResult:
+    err = float(err)
+    return ClaimResult(claim, err, float(tol), bool(err <= tol and extra), detail)
+
+
+def _abs_full_conv(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import scipy.signal
+
+    return scipy.signal.convolve2d(np.abs(a), np.abs(b), "full")
+
