@@ -6,6 +6,8 @@ tests compare every fast path against.  Do not optimise them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "corr2d_multi_in_out",
     "corr2d_multi_in_out_1x1",
     "pool2d",
+    "max_pool2d",
+    "avg_pool2d",
     "conv2d",
 ]
 
@@ -105,6 +109,120 @@ def pool2d(X, pool_size, mode="max"):
             Y[i, j] = window.max() if mode == "max" else window.mean()
     return Y
 
+
+def _pool_size(n, k, s, p, d, ceil_mode):
+    """Windows along one axis: floor (or ceil) of the span over the stride, plus one;
+    with ceil_mode a last window that would start in the right padding is dropped."""
+    span = (n + 2 * p - d * (k - 1) - 1) / s
+    out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _as_pairs(*values):
+    return [v if isinstance(v, tuple) else (v, v) for v in values]
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling of (N, C, H, W) as PyTorch defines it, one window at a time.
+
+    Each window's in-image samples are scanned row by row; a sample replaces
+    the running maximum when it is larger or NaN.  Padding is never a
+    candidate.  Returns the maxima and, with ``return_indices``, their flat
+    indices ``row * W + col`` in the plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import reference
+    >>> x = np.array([[[[1.0, 5.0, 2.0], [0.0, 3.0, 4.0], [6.0, 1.0, 1.0]]]])
+    >>> out, idx = reference.max_pool2d(x, 2, stride=1, return_indices=True)
+    >>> out[0, 0], idx[0, 0]
+    (array([[5., 5.],
+           [6., 4.]]), array([[1, 1],
+           [6, 5]]))
+    """
+    x = np.asarray(x)
+    (kh, kw), (ph, pw), (dh, dw) = _as_pairs(kernel_size, padding, dilation)
+    sh, sw = (kh, kw) if stride is None else _as_pairs(stride)[0]
+    N, C, H, W = x.shape
+    Ho = _pool_size(H, kh, sh, ph, dh, ceil_mode)
+    Wo = _pool_size(W, kw, sw, pw, dw, ceil_mode)
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    idx = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    if x.dtype.kind == "f":
+        lowest = -np.inf
+    elif x.dtype.kind == "b":
+        lowest = False
+    else:
+        lowest = np.iinfo(x.dtype).min
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    rows = [i * sh - ph + u * dh for u in range(kh)]
+                    cols = [j * sw - pw + v * dw for v in range(kw)]
+                    # Before any sample is seen: the lowest value, at the window's
+                    # first position that is not above or left of the image.
+                    best = lowest
+                    where = min(r for r in rows if r >= 0) * W + min(q for q in cols if q >= 0)
+                    for r in rows:
+                        for q in cols:
+                            if 0 <= r < H and 0 <= q < W:
+                                value = x[n, c, r, q]
+                                if value > best or value != value:
+                                    best, where = value, r * W + q
+                    out[n, c, i, j] = best
+                    idx[n, c, i, j] = where
+    return (out, idx) if return_indices else out
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Average pooling of (N, C, H, W) as PyTorch defines it, one window at a time.
+
+    The window's in-image samples are summed; the divisor is
+    ``divisor_override`` if given, else the window's size clipped to the
+    padded image (``count_include_pad``) or to the image.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import reference
+    >>> reference.avg_pool2d(np.ones((1, 1, 2, 2)), 2, stride=1, padding=1)[0, 0]
+    array([[0.25, 0.5 , 0.25],
+           [0.5 , 1.  , 0.5 ],
+           [0.25, 0.5 , 0.25]])
+    """
+    x = np.asarray(x)
+    (kh, kw), (ph, pw) = _as_pairs(kernel_size, padding)
+    sh, sw = (kh, kw) if stride is None else _as_pairs(stride)[0]
+    N, C, H, W = x.shape
+    Ho = _pool_size(H, kh, sh, ph, 1, ceil_mode)
+    Wo = _pool_size(W, kw, sw, pw, 1, ceil_mode)
+    out = np.zeros((N, C, Ho, Wo), dtype=np.result_type(x, float))
+    for i in range(Ho):
+        for j in range(Wo):
+            r0, q0 = i * sh - ph, j * sw - pw
+            r1, q1 = min(r0 + kh, H + ph), min(q0 + kw, W + pw)
+            size = (r1 - r0) * (q1 - q0)
+            r0, q0, r1, q1 = max(r0, 0), max(q0, 0), min(r1, H), min(q1, W)
+            if divisor_override is not None:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = size
+            else:
+                divisor = (r1 - r0) * (q1 - q0)
+            for n in range(N):
+                for c in range(C):
+                    total = 0
+                    for r in range(r0, r1):
+                        for q in range(q0, q1):
+                            total = total + x[n, c, r, q]
+                    out[n, c, i, j] = total / divisor
+    return out
 
 def conv2d(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
            padding_mode="zeros"):

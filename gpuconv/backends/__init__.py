@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from . import _generic
+from . import _generic, _pool
 
 __all__ = ["Backend", "ArrayBackend"]
 
@@ -48,6 +48,14 @@ class Backend(Protocol):
     def conv_transpose2d(self, x: Any, w: Any, stride: tuple[int, int],
                          padding: tuple[int, int], dilation: tuple[int, int], groups: int,
                          out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any: ...
+
+    def max_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                   pads: tuple[int, int, int, int], dilation: tuple[int, int],
+                   out_hw: tuple[int, int], taps: bool) -> tuple[Any, Any]: ...
+
+    def avg_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                   pads: tuple[int, int, int, int], out_hw: tuple[int, int],
+                   divisor: Any) -> Any: ...
 
 
 class ArrayBackend:
@@ -132,6 +140,12 @@ class ArrayBackend:
             return _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
                                          method, scratch_bytes)
         raise _unimplemented(self, method)
+
+    def max_pool2d(self, x, kernel, stride, pads, dilation, out_hw, taps):
+        return _pool.max_pool2d(self.xp, x, kernel, stride, pads, dilation, out_hw, taps)
+
+    def avg_pool2d(self, x, kernel, stride, pads, out_hw, divisor):
+        return _pool.avg_pool2d(self.xp, x, kernel, stride, pads, out_hw, divisor)
 
 
 def _unimplemented(backend: Any, method: str) -> NotImplementedError:
