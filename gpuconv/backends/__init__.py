@@ -23,7 +23,32 @@ __all__ = ["Backend", "ArrayBackend"]
 
 @runtime_checkable
 class Backend(Protocol):
-    """What gpuconv's ops need from an array library."""
+    """What gpuconv's ops need from an array library.
+
+    An op asks its backend for ``xp`` (the array namespace), ``fft`` (a
+    ``scipy.fft``-like module) and its kernels, which receive validated,
+    C-contiguous arrays of the working dtype and return the backend's arrays.
+    Subclass :class:`ArrayBackend` rather than implementing every method.
+
+    Attributes
+    ----------
+    name : str
+        The name the backend is registered under.
+    xp : module
+        The array namespace (``numpy``, ``cupy``, ...).
+
+    See Also
+    --------
+    ArrayBackend : implements every kernel with generic ``xp`` code.
+    gpuconv.register_backend : make a backend available by name.
+
+    Examples
+    --------
+    >>> from gpuconv.backends import Backend
+    >>> from gpuconv.backend import get_backend_object
+    >>> isinstance(get_backend_object("numpy"), Backend)
+    True
+    """
 
     name: str
     xp: Any
@@ -64,6 +89,33 @@ class ArrayBackend:
     Subclasses set ``name`` and ``xp`` and override kernels they implement
     natively.  Methods not implemented by a backend raise
     ``NotImplementedError`` with a sentence naming the alternative.
+
+    See Also
+    --------
+    Backend : the protocol it implements.
+    gpuconv.register_backend : register a subclass by name.
+
+    Examples
+    --------
+    A backend for any NumPy-compatible namespace is a few lines; this one
+    has no FFT module, so the FFT methods say what to use instead:
+
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> from gpuconv.backends import ArrayBackend
+    >>> class PlainNumpy(ArrayBackend):
+    ...     name = "plain-numpy"
+    ...     xp = np
+    >>> gpuconv.register_backend("plain-numpy", PlainNumpy, replace=True)
+    >>> with gpuconv.set_backend("plain-numpy"):
+    ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), "valid", method="direct")
+    array([[2., 1.],
+           [1., 2.]])
+    >>> with gpuconv.set_backend("plain-numpy"):
+    ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), method="fft")
+    Traceback (most recent call last):
+        ...
+    NotImplementedError: backend 'plain-numpy' provides no FFT module, so method='fft' and method='overlap-add' cannot run on it; use method='direct' or method='gemm' instead
     """
 
     name = "generic"

@@ -69,9 +69,11 @@ class Conv2D(Module):
         Channels of the input and output.
     kernel_size : int or (int, int)
         ``(kh, kw)``.
-    stride, dilation : int or (int, int), optional
+    stride : int or (int, int), optional
         As in :func:`gpuconv.conv2d`.
     padding : int, (int, int), 'valid' or 'same', optional
+        As in :func:`gpuconv.conv2d`.
+    dilation : int or (int, int), optional
         As in :func:`gpuconv.conv2d`.
     groups : int, optional
         Both channel counts must be divisible by it.
@@ -88,6 +90,22 @@ class Conv2D(Module):
         (NumPy under ``"auto"``).
     method : str, keyword-only
         ``method`` of the three convolutions (forward, weight and input gradient).
+
+    Raises
+    ------
+    TypeError
+        If a channel count or ``groups`` is not an int, or ``dtype`` is not a
+        floating dtype.
+    ValueError
+        If a size is below its minimum, the channels are not divisible by
+        ``groups``, ``padding`` or ``padding_mode`` is unknown, or ``backend``
+        is not registered.
+
+    See Also
+    --------
+    gpuconv.conv2d : the forward computation.
+    gpuconv.nn.functional.conv2d_weight_grad, gpuconv.nn.functional.conv2d_input_grad :
+        the backward computation.
 
     Notes
     -----
@@ -209,6 +227,18 @@ class Linear(Module):
     seed, dtype, backend : keyword-only
         As in :class:`Conv2D`; initialisation is ``U(-1/sqrt(in_features), 1/sqrt(in_features))``.
 
+    Raises
+    ------
+    TypeError
+        If a size is not an int or ``dtype`` is not a floating dtype.
+    ValueError
+        If a size is below 1, or ``backend`` is not registered; when called, if
+        the input's last axis is not ``in_features`` long.
+
+    See Also
+    --------
+    Flatten : turns images into the rows a Linear layer takes.
+
     Examples
     --------
     >>> import numpy as np
@@ -261,7 +291,22 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``; the gradient passes where the input was positive."""
+    """``max(x, 0)``; the gradient passes where the input was positive.
+
+    See Also
+    --------
+    Linear, Conv2D : the layers it usually follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> relu = nn.ReLU()
+    >>> relu(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 2.])
+    >>> relu.backward(np.array([5.0, 5.0, 5.0]))
+    array([0., 0., 5.])
+    """
 
     def __init__(self) -> None:
         self._mask: Any = None
@@ -280,7 +325,22 @@ class ReLU(Module):
 
 
 class Flatten(Module):
-    """Flatten every axis after the first: (N, C, H, W) -> (N, C*H*W)."""
+    """Flatten every axis after the first: (N, C, H, W) -> (N, C*H*W).
+
+    See Also
+    --------
+    Linear : the dense layer that usually follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> flat = nn.Flatten()
+    >>> flat(np.zeros((2, 3, 4, 5))).shape
+    (2, 60)
+    >>> flat.backward(np.zeros((2, 60))).shape
+    (2, 3, 4, 5)
+    """
 
     def __init__(self) -> None:
         self._shape: tuple[int, ...] | None = None

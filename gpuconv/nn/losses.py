@@ -19,7 +19,29 @@ _REDUCTIONS = ("mean", "sum")
 
 
 class LossResult(NamedTuple):
-    """A loss value and its gradient with respect to the prediction."""
+    """A loss value and its gradient with respect to the prediction.
+
+    Attributes
+    ----------
+    value : float
+        The loss.
+    grad : array
+        Its gradient with respect to the prediction, of the prediction's
+        backend, shape and dtype.
+
+    See Also
+    --------
+    mse_loss, cross_entropy : the losses that return it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv.nn import mse_loss
+    >>> result = mse_loss(np.array([3.0]), np.array([1.0]))
+    >>> result.value, result.grad
+    (4.0, array([4.]))
+    >>> value, grad = result            # a named tuple unpacks
+    """
 
     value: float
     grad: Any
@@ -49,6 +71,18 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
     LossResult
         ``(value, grad)`` with ``grad = 2 * (input - target)`` (divided by the
         number of elements for ``'mean'``).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``reduction`` is unknown.
+    TypeError
+        If the inputs come from different array libraries.
+
+    See Also
+    --------
+    cross_entropy : the loss for classification.
+    gpuconv.examples.learn_edge_kernel : trains with it.
 
     Examples
     --------
@@ -95,6 +129,19 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
     LossResult
         ``(value, grad)`` with ``grad = softmax(input) - onehot(target)``
         (divided by ``N`` for ``'mean'``).
+
+    Raises
+    ------
+    ValueError
+        If ``input`` is not 2-D, ``target`` has the wrong shape or labels
+        outside ``[0, K)``, or ``reduction`` is unknown.
+    TypeError
+        If 1-D targets are not integers.
+
+    See Also
+    --------
+    mse_loss : the squared-error loss.
+    Trainer.fit : trains with a loss like this one.
 
     Examples
     --------

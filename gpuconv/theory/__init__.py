@@ -90,7 +90,7 @@ def _claims() -> list[Callable[..., ClaimResult]]:
 
 
 def check(backend: str | None = None) -> list[ClaimResult]:
-    """Check every claim of the chapter on one backend.
+    """Check every claim on one backend (``gpuconv check`` prints the result as a table).
 
     Parameters
     ----------
@@ -100,6 +100,18 @@ def check(backend: str | None = None) -> list[ClaimResult]:
     Returns
     -------
     list of ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    ClaimResult : what each check returns.
+    commutativity_claim : one of the checks; each ``*_claim`` function runs one.
 
     Examples
     --------

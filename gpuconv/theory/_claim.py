@@ -28,6 +28,19 @@ class ClaimResult:
         ``max_error <= tolerance`` and any further condition of the claim.
     detail : str
         What was computed, and for the exercises the answers.
+
+    See Also
+    --------
+    check : every claim's result.
+
+    Examples
+    --------
+    >>> from gpuconv import theory
+    >>> r = theory.laplacian_claim()
+    >>> r.passed, r.max_error <= r.tolerance
+    (True, True)
+    >>> print(theory.ClaimResult("1 + 1 = 2", 0.0, 0.0, True))
+    pass  1 + 1 = 2: max error 0 <= 0
     """
 
     claim: str

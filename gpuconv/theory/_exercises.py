@@ -36,6 +36,20 @@ def diagonal_edges(n: int = 6, *, backend: str | None = None) -> dict[str, np.nd
         ``X``, ``K``, ``K_on_X``, ``K_on_XT``, ``KT_on_X``, ``KT_on_XT``
         (valid correlations).
 
+    Raises
+    ------
+    ValueError
+        If ``n`` is not an int of at least 2.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    diagonal_edges_claim : checks these answers.
+    gpuconv.corr2d : the valid correlation each output is.
+
     Examples
     --------
     >>> from gpuconv.theory import diagonal_edges
@@ -90,6 +104,19 @@ def diagonal_edges_claim(n: int = 6, *, backend: str | None = None) -> ClaimResu
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not an int of at least 2.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    diagonal_edges : the arrays themselves.
 
     Examples
     --------

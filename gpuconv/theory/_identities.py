@@ -41,6 +41,20 @@ def commutativity_claim(nonnegative: bool = False, *, backend: str | None = None
     -------
     ClaimResult
 
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    gpuconv.convolve2d : the convolution both sides compute.
+    correlation_is_flipped_convolution_claim : correlation, which does not commute.
+
     Examples
     --------
     >>> from gpuconv import theory
@@ -101,6 +115,21 @@ def convolution_theorem_claim(*, backend: str | None = None, seed: int = 0,
     -------
     ClaimResult
 
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+    ValueError
+        If ``dtype`` is not float32 or float64.
+
+    See Also
+    --------
+    gpuconv.convolve2d : ``method="fft"`` computes through this theorem.
+
     Examples
     --------
     >>> from gpuconv import theory
@@ -143,6 +172,19 @@ def correlation_is_flipped_convolution_claim(*, backend: str | None = None,
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    gpuconv.correlate2d, gpuconv.convolve2d : the two sides.
 
     Examples
     --------
@@ -189,6 +231,21 @@ def translation_equivariance_claim(boundary: str = "wrap", *, shift: tuple[int, 
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``boundary`` is not one of the boundary rules.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    gpuconv.correlate2d : the ``'same'`` correlation whose boundary rule matters here.
 
     Examples
     --------

@@ -46,6 +46,18 @@ def derivative_kernel(order: int, accuracy: int = 1) -> np.ndarray:
     -------
     ndarray, shape (1, order + accuracy)
 
+    Raises
+    ------
+    TypeError
+        If ``order`` or ``accuracy`` is not an int.
+    ValueError
+        If ``order`` or ``accuracy`` is below 1.
+
+    See Also
+    --------
+    derivative_kernel_claim : ``d + 1`` taps suffice for order ``d``, ``d`` do not.
+    laplacian_kernel : the second derivative along both axes.
+
     Examples
     --------
     >>> from gpuconv.theory import derivative_kernel
@@ -105,6 +117,21 @@ def derivative_kernel_claim(max_order: int = 4, *, backend: str | None = None) -
     -------
     ClaimResult
 
+    Raises
+    ------
+    TypeError
+        If ``max_order`` is not an int.
+    ValueError
+        If ``max_order`` is below 1.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    derivative_kernel : the kernels checked.
+
     Examples
     --------
     >>> from gpuconv import theory
@@ -142,6 +169,11 @@ def laplacian_kernel() -> np.ndarray:
     -------
     ndarray, shape (3, 3)
 
+    See Also
+    --------
+    derivative_kernel : its rows and columns are ``derivative_kernel(2)``.
+    laplacian_claim : the kernel is exact on quadratics.
+
     Examples
     --------
     >>> from gpuconv.theory import laplacian_kernel
@@ -168,6 +200,17 @@ def laplacian_claim(*, backend: str | None = None) -> ClaimResult:
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    laplacian_kernel : the kernel checked.
 
     Examples
     --------
@@ -205,6 +248,16 @@ def summed_area(X: Any) -> np.ndarray:
     -------
     ndarray, shape (H, W)
 
+    Raises
+    ------
+    ValueError
+        If ``X`` is not 2-D.
+
+    See Also
+    --------
+    summed_area_claim : the convolution with an image-sized kernel, and with no smaller one.
+    gpuconv.convolve2d : the convolution that computes it (slowly).
+
     Examples
     --------
     >>> import numpy as np
@@ -237,6 +290,19 @@ def summed_area_claim(*, backend: str | None = None, seed: int = 0) -> ClaimResu
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    summed_area : the integral image.
 
     Examples
     --------

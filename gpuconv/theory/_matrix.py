@@ -39,6 +39,17 @@ def conv_matrix(kernel: Any, input_shape: tuple[int, int], mode: str = "valid", 
     -------
     ndarray or scipy.sparse.csr_matrix, shape (Ho * Wo, H * W)
 
+    Raises
+    ------
+    ValueError
+        If ``kernel`` is not a non-empty 2-D array, ``mode`` is unknown, or in
+        ``'valid'`` mode the kernel does not fit in ``input_shape``.
+
+    See Also
+    --------
+    conv_matrix_claim : checks the product against :func:`gpuconv.correlate2d`.
+    gpuconv.correlate2d : the same correlation, computed without the matrix.
+
     Examples
     --------
     >>> import numpy as np
@@ -129,6 +140,21 @@ def conv_matrix_claim(mode: str = "valid", *, backend: str | None = None,
     -------
     ClaimResult
 
+    Raises
+    ------
+    ValueError
+        If ``mode`` is unknown.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    conv_matrix : the matrix.
+
     Examples
     --------
     >>> from gpuconv import theory
@@ -171,6 +197,20 @@ def one_by_one_is_dense_layer_claim(*, backend: str | None = None,
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+    TypeError
+        If ``seed`` is not an int.
+
+    See Also
+    --------
+    gpuconv.conv2d : the convolution with a ``(C_out, C_in, 1, 1)`` weight.
+    gpuconv.reference.corr2d_multi_in_out_1x1 : the same product, as a loop-free reference.
 
     Examples
     --------

@@ -45,6 +45,18 @@ def receptive_field(layers: Sequence[Layer]) -> dict[str, tuple[int, int]]:
     dict
         ``{"size": (h, w), "jump": (h, w), "start": (h, w)}``.
 
+    Raises
+    ------
+    TypeError
+        If a layer's entry is not an int or a pair of ints.
+    ValueError
+        If a kernel size, stride or dilation is below 1 or a padding below 0.
+
+    See Also
+    --------
+    receptive_field_claim : checks the formula against backpropagated gradients.
+    gpuconv.output_shape : the output size of one layer.
+
     Examples
     --------
     >>> from gpuconv.theory import receptive_field
@@ -88,6 +100,22 @@ def receptive_field_claim(layers: Sequence[Layer] = ((3, 1, 1), (3, 2, 0, 2), (5
     Returns
     -------
     ClaimResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a layer is invalid (see :func:`receptive_field`).
+    ValueError
+        If the layers do not fit in ``input_shape``.
+    ValueError
+        If ``backend`` is not a registered backend name.
+    BackendUnavailableError
+        If the backend cannot run here (the message says why).
+
+    See Also
+    --------
+    receptive_field : the formula.
+    gpuconv.conv_transpose2d : the adjoint that carries the gradient back.
 
     Examples
     --------
