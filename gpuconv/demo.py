@@ -215,7 +215,7 @@ def run_demo(backend: str = "numpy", plot: str | None = None) -> int:
         try:
             save_figure(plot, X, Y, learned)
         except ImportError:
-            print(f"--plot needs matplotlib (pip install 'gpuconv[plot]'); nothing written to "
+            print(f"--plot needs matplotlib (pip install matplotlib); nothing written to "
                   f"{plot}")
             return 1
         print(f"figure written to {plot}")

@@ -412,7 +412,7 @@ def run_train_digits(backend: str | None = None, epochs: int = 20, seed: int = 0
         try:
             save_digits_figure(plot, result)
         except ImportError:
-            print(f"--plot needs matplotlib (pip install 'gpuconv[plot]'); nothing written to "
+            print(f"--plot needs matplotlib (pip install matplotlib); nothing written to "
                   f"{plot}")
             return 1
         print(f"figure written to {plot}")

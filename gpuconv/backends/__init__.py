@@ -54,33 +54,46 @@ class Backend(Protocol):
     xp: Any
 
     @property
-    def fft(self) -> Any: ...
+    def fft(self) -> Any:
+        """A ``scipy.fft``-compatible module (``rfftn``, ``irfftn``, ``next_fast_len``)."""
 
-    def asarray(self, x: Any) -> Any: ...
+    def asarray(self, x: Any) -> Any:
+        """``x`` as this backend's array (moving it from another library if needed)."""
 
-    def to_numpy(self, x: Any) -> Any: ...
+    def to_numpy(self, x: Any) -> Any:
+        """``x`` as a NumPy array (a device-to-host copy where needed)."""
 
-    def device_key(self) -> str: ...
+    def device_key(self) -> str:
+        """A string naming the device, for caches keyed by where a call runs."""
 
     def correlate_planes(self, x: Any, w: Any, out_shape: tuple[int, int],
                          origin: tuple[int, int], boundary: str, fillvalue: Any,
-                         method: str, scratch_bytes: int) -> Any: ...
+                         method: str, scratch_bytes: int) -> Any:
+        """Correlate every plane of ``x`` (B, H, W) with ``w`` into ``out_shape`` outputs.
+
+        ``out[b, i, j] = sum_{u,v} ext[b, i - origin[0] + u, j - origin[1] + v] w[u, v]``
+        where ``ext`` extends the plane by ``boundary`` (``fillvalue`` for ``'fill'``).
+        """
 
     def conv2d(self, x: Any, w: Any, stride: tuple[int, int],
                pads: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
-               padding_mode: str, method: str, scratch_bytes: int) -> Any: ...
+               padding_mode: str, method: str, scratch_bytes: int) -> Any:
+        """:func:`gpuconv.conv2d` of a 4-D input, with padding ``(top, bottom, left, right)``."""
 
     def conv_transpose2d(self, x: Any, w: Any, stride: tuple[int, int],
                          padding: tuple[int, int], dilation: tuple[int, int], groups: int,
-                         out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any: ...
+                         out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any:
+        """:func:`gpuconv.conv_transpose2d` of a 4-D input into ``out_hw`` outputs."""
 
     def max_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
                    pads: tuple[int, int, int, int], dilation: tuple[int, int],
-                   out_hw: tuple[int, int], taps: bool) -> tuple[Any, Any]: ...
+                   out_hw: tuple[int, int], taps: bool) -> tuple[Any, Any]:
+        """Window maxima (PyTorch's rules) and, if ``taps``, the tap ``u * kw + v`` of each."""
 
     def avg_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
                    pads: tuple[int, int, int, int], out_hw: tuple[int, int],
-                   divisor: Any) -> Any: ...
+                   divisor: Any) -> Any:
+        """Window sums (zero padding) divided by ``divisor``, a number or an (Ho, Wo) array."""
 
 
 class ArrayBackend:

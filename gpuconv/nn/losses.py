@@ -64,7 +64,7 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
     target : array_like
         Same shape as ``input``.
     reduction : {'mean', 'sum'}, optional
-        ``'sum'`` is the chapter's loss for learning the edge kernel.
+        ``'sum'`` is the loss the tutorial learns the edge kernel with.
 
     Returns
     -------

@@ -1,4 +1,9 @@
-"""The chapter's claims about convolution, as functions that compute both sides.
+"""The claims of *Dive into Deep Learning*'s convolution chapter, as functions that compute
+both sides.
+
+The chapter is chapter 6, "Convolutional Neural Networks", of Zhang, Lipton, Li
+and Smola's book (sections 6.1-6.5; the documentation's tutorial walks through
+it).
 
 Each ``*_claim`` function builds inputs, computes the two sides of one claim
 with gpuconv on the chosen backend (and an independent computation where one
@@ -11,7 +16,7 @@ the bound of :func:`gpuconv._fft.error_bound`.  Claims that hold exactly
 (translation equivariance with a periodic boundary, the diagonal-edge
 outputs) have tolerance 0.
 
-Besides the claims, the module provides the objects the chapter talks about:
+Besides the claims, the package provides the objects the chapter talks about:
 :func:`conv_matrix` (cross-correlation as a matrix product),
 :func:`receptive_field`, :func:`derivative_kernel`, :func:`laplacian_kernel`
 and :func:`summed_area`.  :func:`check` runs every claim; ``gpuconv check``

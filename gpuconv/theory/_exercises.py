@@ -12,11 +12,11 @@ __all__ = ["diagonal_edges", "diagonal_edges_claim"]
 
 # -- the diagonal-edge exercises -------------------------------------------------------------
 def diagonal_edges(n: int = 6, *, backend: str | None = None) -> dict[str, np.ndarray]:
-    """The chapter's exercise: an image ``X`` with a diagonal edge, the edge kernel
+    """The exercise of section 6.2: an image ``X`` with a diagonal edge, the edge kernel
     ``K = [[1, -1]]``, and what ``K`` and ``K.T`` do to ``X`` and to ``X.T``.
 
     ``X[i, j] = 1`` on and above the diagonal, 0 below.  None of the outputs
-    is the zero matrix (the notes' answer): a diagonal edge changes value
+    is the zero matrix (a common wrong answer): a diagonal edge changes value
     along rows *and* columns, so both kernels respond with a diagonal line.
     ``K`` on ``X`` gives -1 just below the diagonal; on ``X.T`` the line is +1
     on the diagonal (transposing ``X`` does change the answer: the sign flips
@@ -88,7 +88,7 @@ def diagonal_edges(n: int = 6, *, backend: str | None = None) -> dict[str, np.nd
 
 
 def diagonal_edges_claim(n: int = 6, *, backend: str | None = None) -> ClaimResult:
-    """The diagonal-edge exercise, with the right answers (the notes say "zero matrix").
+    """The diagonal-edge exercise, with the right answers (not "the zero matrix").
 
     Checks that every output is a diagonal line of ``n - 1`` entries of
     magnitude 1 (not zero), that ``K`` on ``X.T`` differs from ``K`` on ``X``

@@ -23,7 +23,7 @@ def commutativity_claim(nonnegative: bool = False, *, backend: str | None = None
     """``f * g = g * f`` for the full convolution.
 
     With ``nonnegative=True`` the inputs are probability mass functions, and
-    the notes' argument is computed rather than quoted: ``f * g`` is the
+    the probabilistic argument is computed rather than quoted: ``f * g`` is the
     distribution of ``X + Y`` for independent ``X ~ f``, ``Y ~ g``, obtained
     here independently by enumerating every pair of outcomes; since
     ``X + Y = Y + X``, both ``f * g`` and ``g * f`` must equal it.
