@@ -176,8 +176,9 @@ def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 
     Returns
     -------
     out : array, shape (N, C, Ho, Wo) or (C, Ho, Wo)
-        Same dtype as the input.  ``Ho = floor((H + 2*padding - dilation*(kh - 1)
-        - 1) / stride) + 1`` (``ceil`` with ``ceil_mode``).
+        Same dtype as the input, with
+        ``Ho = floor((H + 2*padding - dilation*(kh - 1) - 1) / stride) + 1``
+        (``ceil`` with ``ceil_mode``).
     indices : array of int64, same shape as ``out``
         Only with ``return_indices=True``: the flat index ``row * W + col`` of
         each maximum within its plane.  Among equal maxima the first in

@@ -78,7 +78,7 @@ def test_figures_exist_and_are_referenced():
     assert {"_static/edges.png", "_static/learned-kernel.png", "_static/digits.png",
             "_static/crossover-cpu.png"} <= referenced
     for path in referenced:
-        assert (DOCS / path).is_file(), f"{path} is referenced but missing: run docs/make_figures.py"
+        assert (DOCS / path).is_file(), f"{path} is missing: run python docs/make_figures.py"
 
 
 @pytest.mark.slow

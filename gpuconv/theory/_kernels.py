@@ -147,7 +147,6 @@ def derivative_kernel_claim(max_order: int = 4, *, backend: str | None = None) -
     with _on(backend) as be:
         for d in range(1, max_order + 1):
             k = derivative_kernel(d)
-            n = k.shape[1]
             for deg in range(d + 1):
                 p = t ** deg / math.factorial(deg)
                 y = _np(be, gpuconv.correlate2d(p[None, :], k, "valid", method="direct"))[0]
