@@ -25,6 +25,7 @@ from .backend import (
 )
 from .conv import conv2d, conv_transpose2d, output_shape
 from .correlate import convolve2d, corr2d, correlate2d
+from .pool import avg_pool2d, max_pool2d
 
 __version__ = "0.1.0"
 
@@ -67,6 +68,7 @@ __all__ = [
     "BackendUnavailableError",
     "MethodChoice",
     "available_backends",
+    "avg_pool2d",
     "choose_method",
     "conv2d",
     "conv_transpose2d",
@@ -75,6 +77,7 @@ __all__ = [
     "correlate2d",
     "get_backend",
     "get_scratch_limit",
+    "max_pool2d",
     "output_shape",
     "register_backend",
     "scratch_limit",

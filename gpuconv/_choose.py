@@ -61,9 +61,31 @@ NEEDS_FINITE = frozenset(MARGINS)
 class MethodChoice:
     """A method, the reason it was chosen and the estimated (or measured) cost of each candidate.
 
-    ``costs`` maps each method considered to its estimated time in seconds
-    (from the cost model); ``measured`` holds measured seconds when the
-    choice came from timing the candidates.
+    Returned by :func:`gpuconv.choose_method`.
+
+    Attributes
+    ----------
+    method : str
+        ``'direct'``, ``'gemm'``, ``'fft'`` or ``'overlap-add'``.
+    reason : str
+        A sentence: the estimates (or timings) that decided, and which rule of
+        the precision policy applied.
+    costs : dict of str to float
+        Estimated seconds of each method considered (the cost model).
+    measured : dict of str to float
+        Measured seconds, when the choice came from timing the candidates.
+
+    See Also
+    --------
+    gpuconv.choose_method : makes these.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> choice = gpuconv.choose_method("correlate2d", np.ones((64, 64)), np.ones((3, 3)))
+    >>> choice.method in ("direct", "gemm"), "cost model" in choice.reason
+    (True, True)
     """
 
     method: str

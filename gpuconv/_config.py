@@ -74,6 +74,17 @@ def scratch_limit(nbytes: int) -> _ScratchContext:
         The bound is in force at once; used in a ``with`` statement, the
         previous bound is restored on exit.
 
+    Raises
+    ------
+    TypeError
+        If ``nbytes`` is not an int.
+    ValueError
+        If ``nbytes`` is not positive.
+
+    See Also
+    --------
+    get_scratch_limit : the bound in force.
+
     Examples
     --------
     >>> import gpuconv
@@ -96,6 +107,10 @@ def get_scratch_limit() -> int:
     int
         The bound set by :func:`scratch_limit`, or the default: 1 GiB unless
         the ``GPUCONV_SCRATCH_BYTES`` environment variable says otherwise.
+
+    See Also
+    --------
+    scratch_limit : set it.
 
     Examples
     --------

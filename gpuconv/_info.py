@@ -244,6 +244,16 @@ def show_config(mode: str = "stdout", *, probe: bool = True) -> dict[str, Any] |
         ``cost_model_cache`` (``path``, ``exists``, ``device_keys``) and
         ``environment``.
 
+    Raises
+    ------
+    ValueError
+        For a ``mode`` other than ``'stdout'`` or ``'dicts'``.
+
+    See Also
+    --------
+    available_backends : which backends can run here, and why not.
+    numpy.show_config : NumPy's build and BLAS report.
+
     Examples
     --------
     >>> import gpuconv

@@ -29,12 +29,58 @@ __all__ = [
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend is registered but cannot run here (library or device missing)."""
+    """A backend is registered but cannot run here (library or device missing).
+
+    A backend factory raises it with a sentence saying why;
+    :func:`available_backends` reports that sentence, and :func:`set_backend`
+    re-raises it naming the backend.
+
+    See Also
+    --------
+    available_backends : which backends can run here.
+    register_backend : factories that may raise it.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> try:
+    ...     with gpuconv.set_backend("cupy"):
+    ...         pass                      # compute on the GPU
+    ... except gpuconv.BackendUnavailableError:
+    ...     pass                          # no CuPy or no device here: stay on NumPy
+    >>> issubclass(gpuconv.BackendUnavailableError, RuntimeError)
+    True
+    """
 
 
 @dataclass(frozen=True)
 class BackendStatus:
-    """Whether a registered backend can run here, and if not, why."""
+    """Whether a registered backend can run here, and if not, why.
+
+    ``bool(status)`` is ``status.usable``.
+
+    Attributes
+    ----------
+    name : str
+        The registered name.
+    usable : bool
+        Whether the backend could be created here.
+    reason : str
+        ``"ok"``, or the sentence saying why not (e.g. ``"cupy is not installed"``).
+
+    See Also
+    --------
+    available_backends : returns one per registered backend.
+
+    Examples
+    --------
+    >>> import gpuconv
+    >>> status = gpuconv.available_backends()["numpy"]
+    >>> status
+    BackendStatus(name='numpy', usable=True, reason='ok')
+    >>> bool(status)
+    True
+    """
 
     name: str
     usable: bool
@@ -65,6 +111,18 @@ def register_backend(name: str, factory: Callable[[], Any], *, replace: bool = F
         :class:`BackendUnavailableError` with a sentence saying why it cannot run.
     replace : bool, optional
         Allow replacing an existing registration (default ``False``).
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a non-empty str or ``factory`` is not callable.
+    ValueError
+        If ``name`` is ``"auto"``, or already registered and ``replace`` is false.
+
+    See Also
+    --------
+    set_backend : choose the registered backend.
+    gpuconv.backends.ArrayBackend : a base class for new backends.
 
     Examples
     --------
@@ -166,6 +224,11 @@ def set_backend(name: str) -> _BackendContext:
     BackendUnavailableError
         If the backend is registered but cannot run here (the message says why).
 
+    See Also
+    --------
+    get_backend : the current choice.
+    available_backends : which backends can run here.
+
     Examples
     --------
     >>> import gpuconv
@@ -191,6 +254,10 @@ def get_backend() -> str:
     str
         ``"auto"`` or a name registered with :func:`register_backend`.
 
+    See Also
+    --------
+    set_backend : change it.
+
     Examples
     --------
     >>> import gpuconv
@@ -210,6 +277,11 @@ def available_backends() -> dict[str, BackendStatus]:
     dict of str to BackendStatus
         ``status.usable`` is a bool; ``status.reason`` is ``"ok"`` or a sentence
         such as ``"cupy is not installed"``.
+
+    See Also
+    --------
+    BackendStatus : each entry.
+    register_backend : add a backend.
 
     Examples
     --------

@@ -1,5 +1,6 @@
 """Deep-learning convolution: ``conv2d`` (NCHW, PyTorch semantics), its adjoint
-``conv_transpose2d``, and the chapter's output-size formula."""
+``conv_transpose2d``, and the output-size formula of Dive into Deep Learning's
+section "Padding and Stride" (see ``docs/tutorial.md``)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ _resolve_padding = resolve_padding
 
 def output_shape(input_size: Any, kernel_size: Any, *, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1) -> tuple[int, int]:
-    """Spatial output size of a convolution: the chapter's formula, generalised.
+    """Spatial output size of a convolution: the textbook formula, generalised.
 
     .. math:: n_o = \\left\\lfloor \\frac{n + p_{\\text{total}} - d (k - 1) - 1}{s} \\right\\rfloor + 1
 
-    With no padding, stride 1 and no dilation this is the chapter's
-    ``(nh - kh + 1) x (nw - kw + 1)``.
+    With no padding, stride 1 and no dilation this is the
+    ``(nh - kh + 1) x (nw - kw + 1)`` of Dive into Deep Learning's
+    "Convolutions for Images"; its "Padding and Stride" adds the rest.
 
     Parameters
     ----------
@@ -53,6 +55,19 @@ def output_shape(input_size: Any, kernel_size: Any, *, stride: Any = 1, padding:
     Returns
     -------
     (int, int)
+
+    Raises
+    ------
+    ValueError
+        For sizes, strides or dilations below 1, negative padding, an unknown
+        padding rule, or a kernel that does not fit in the padded input.
+    TypeError
+        For values that are not ints (or pairs of ints).
+
+    See Also
+    --------
+    conv2d : whose output has this spatial size.
+    conv_transpose2d : the size it maps back from.
 
     Examples
     --------
@@ -142,15 +157,45 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
         ``'reflect'`` needs padding smaller than the input, ``'circular'``
         no larger.
     method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add'}, keyword-only
-        ``'direct'`` accumulates one matrix product per kernel tap;
-        ``'gemm'`` builds im2col columns in chunks bounded by
-        :func:`gpuconv.scratch_limit` and does one matrix product per chunk.
+        ``'direct'`` accumulates one matrix product per kernel tap (on the
+        GPU: gpuconv's CUDA kernel); ``'gemm'`` builds im2col columns in
+        chunks bounded by :func:`gpuconv.scratch_limit` and does one matrix
+        product per chunk; ``'fft'`` and ``'overlap-add'`` multiply spectra
+        (whole planes, or blocks), summing channels per frequency, with a
+        normwise rounding error and NaN/Inf spread over the plane.
+        ``'auto'`` (default) takes the cheapest exact method, or an FFT
+        method where it is estimated at least twice as fast and the inputs
+        are finite (see :func:`gpuconv.choose_method`).
 
     Returns
     -------
     array, shape (N, C_out, Ho, Wo) or (C_out, Ho, Wo)
         ``Ho = floor((H + pad_h - dilation*(kh-1) - 1) / stride) + 1``, see
         :func:`output_shape`.  Dtype rules are those of :func:`correlate2d`.
+
+    Raises
+    ------
+    ValueError
+        For inputs of the wrong rank or empty, channel counts that do not
+        match ``weight`` and ``groups``, a ``bias`` of the wrong shape,
+        strides or dilations below 1, negative or unknown padding, padding
+        too wide for ``'reflect'``/``'circular'``, a kernel that does not fit,
+        or an unknown ``padding_mode`` or ``method``.
+    TypeError
+        For non-numeric arrays, non-integer sizes, or inputs from two array
+        libraries with the ``"auto"`` backend.
+    MemoryError
+        When the output and the padded input cannot fit in the memory the
+        backend reports free (checked before anything is allocated), or when
+        ``method='fft'`` needs more than :func:`gpuconv.scratch_limit` for one
+        image.
+
+    See Also
+    --------
+    conv_transpose2d : its adjoint (the input gradient).
+    output_shape : the output size without computing.
+    choose_method : which method ``'auto'`` takes, and why.
+    correlate2d : one plane against one kernel, SciPy's way.
 
     Examples
     --------
@@ -213,12 +258,34 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
         At least 1.
     method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add'}, keyword-only
         ``'direct'`` scatter-adds one matrix product per kernel tap; ``'gemm'``
-        computes all taps' columns in one product per chunk of images.
+        computes all taps' columns in one product per chunk of images;
+        ``'fft'``/``'overlap-add'`` one full convolution per output phase of
+        the stride, by spectra.  ``'auto'`` as in :func:`conv2d`, costed as
+        the convolution this is the adjoint of.
 
     Returns
     -------
     array, shape (N, C_out, Ho, Wo) or (C_out, Ho, Wo)
         ``Ho = (H - 1)*stride - 2*padding + dilation*(kh - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    ValueError
+        For inputs of the wrong rank or empty, ``weight.shape[0]`` different
+        from the input channels, channels not divisible by ``groups``, a
+        ``bias`` of the wrong shape, strides or dilations below 1, negative
+        padding, ``output_padding`` not smaller than stride or dilation,
+        padding that removes the whole output, or an unknown ``method``.
+    TypeError
+        For non-numeric arrays, non-integer sizes, ``padding`` given as a
+        string, or inputs from two array libraries with the ``"auto"`` backend.
+    MemoryError
+        When the output cannot fit in the memory the backend reports free.
+
+    See Also
+    --------
+    conv2d : the convolution this is the adjoint of.
+    gpuconv.nn.Conv2D : whose input gradient this computes.
 
     Examples
     --------

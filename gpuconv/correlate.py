@@ -130,6 +130,16 @@ def convolve2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fi
     array, shape (..., Ho, Wo)
         See :func:`correlate2d`.
 
+    Raises
+    ------
+    ValueError, TypeError, MemoryError
+        As :func:`correlate2d`.
+
+    See Also
+    --------
+    correlate2d : the same without the flip (and with the conjugate).
+    scipy.signal.convolve2d : the function this one matches.
+
     Examples
     --------
     >>> import numpy as np
@@ -146,9 +156,10 @@ def convolve2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fi
 
 
 def corr2d(X: Any, K: Any) -> Any:
-    """The chapter's 2-D cross-correlation: ``correlate2d(X, K, mode="valid")``.
+    """The 2-D cross-correlation of Dive into Deep Learning: ``correlate2d(X, K, mode="valid")``.
 
-    The output has shape ``(nh - kh + 1, nw - kw + 1)``.
+    The ``corr2d`` of its section "Convolutions for Images" (see
+    ``docs/tutorial.md``).  The output has shape ``(nh - kh + 1, nw - kw + 1)``.
 
     Parameters
     ----------
@@ -160,6 +171,20 @@ def corr2d(X: Any, K: Any) -> Any:
     Returns
     -------
     array, shape (..., nh - kh + 1, nw - kw + 1)
+
+    Raises
+    ------
+    ValueError
+        When ``K`` is larger than ``X`` in either axis (unlike
+        :func:`correlate2d`, the roles are never swapped), or for empty or
+        wrongly shaped inputs.
+    TypeError
+        For non-numeric inputs.
+
+    See Also
+    --------
+    correlate2d : every mode and boundary.
+    gpuconv.reference.corr2d : the same, one output at a time.
 
     Examples
     --------

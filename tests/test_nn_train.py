@@ -322,6 +322,9 @@ BAD = [
      ValueError, "epochs"),
     (lambda: learn_edge_kernel(steps=-1), ValueError, "steps"),
     (lambda: nn.Linear(2, 2).to(dtype=np.int64), TypeError, "floating"),
+    (lambda: nn.Parameter(np.zeros(2), name=3), TypeError, "name must be a str"),
+    (lambda: nn.functional.pad_nchw(np, np.zeros((1, 1, 2, 2)), (1, 1, 1, 1), "mirror"),
+     ValueError, "padding_mode must be one of"),
 ]
 
 

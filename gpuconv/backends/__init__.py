@@ -16,38 +16,84 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from . import _generic
+from . import _generic, _pool
 
 __all__ = ["Backend", "ArrayBackend"]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What gpuconv's ops need from an array library."""
+    """What gpuconv's ops need from an array library.
+
+    An op asks its backend for ``xp`` (the array namespace), ``fft`` (a
+    ``scipy.fft``-like module) and its kernels, which receive validated,
+    C-contiguous arrays of the working dtype and return the backend's arrays.
+    Subclass :class:`ArrayBackend` rather than implementing every method.
+
+    Attributes
+    ----------
+    name : str
+        The name the backend is registered under.
+    xp : module
+        The array namespace (``numpy``, ``cupy``, ...).
+
+    See Also
+    --------
+    ArrayBackend : implements every kernel with generic ``xp`` code.
+    gpuconv.register_backend : make a backend available by name.
+
+    Examples
+    --------
+    >>> from gpuconv.backends import Backend
+    >>> from gpuconv.backend import get_backend_object
+    >>> isinstance(get_backend_object("numpy"), Backend)
+    True
+    """
 
     name: str
     xp: Any
 
     @property
-    def fft(self) -> Any: ...
+    def fft(self) -> Any:
+        """A ``scipy.fft``-compatible module (``rfftn``, ``irfftn``, ``next_fast_len``)."""
 
-    def asarray(self, x: Any) -> Any: ...
+    def asarray(self, x: Any) -> Any:
+        """``x`` as this backend's array (moving it from another library if needed)."""
 
-    def to_numpy(self, x: Any) -> Any: ...
+    def to_numpy(self, x: Any) -> Any:
+        """``x`` as a NumPy array (a device-to-host copy where needed)."""
 
-    def device_key(self) -> str: ...
+    def device_key(self) -> str:
+        """A string naming the device, for caches keyed by where a call runs."""
 
     def correlate_planes(self, x: Any, w: Any, out_shape: tuple[int, int],
                          origin: tuple[int, int], boundary: str, fillvalue: Any,
-                         method: str, scratch_bytes: int) -> Any: ...
+                         method: str, scratch_bytes: int) -> Any:
+        """Correlate every plane of ``x`` (B, H, W) with ``w`` into ``out_shape`` outputs.
+
+        ``out[b, i, j] = sum_{u,v} ext[b, i - origin[0] + u, j - origin[1] + v] w[u, v]``
+        where ``ext`` extends the plane by ``boundary`` (``fillvalue`` for ``'fill'``).
+        """
 
     def conv2d(self, x: Any, w: Any, stride: tuple[int, int],
                pads: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
-               padding_mode: str, method: str, scratch_bytes: int) -> Any: ...
+               padding_mode: str, method: str, scratch_bytes: int) -> Any:
+        """:func:`gpuconv.conv2d` of a 4-D input, with padding ``(top, bottom, left, right)``."""
 
     def conv_transpose2d(self, x: Any, w: Any, stride: tuple[int, int],
                          padding: tuple[int, int], dilation: tuple[int, int], groups: int,
-                         out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any: ...
+                         out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any:
+        """:func:`gpuconv.conv_transpose2d` of a 4-D input into ``out_hw`` outputs."""
+
+    def max_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                   pads: tuple[int, int, int, int], dilation: tuple[int, int],
+                   out_hw: tuple[int, int], taps: bool) -> tuple[Any, Any]:
+        """Window maxima (PyTorch's rules) and, if ``taps``, the tap ``u * kw + v`` of each."""
+
+    def avg_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                   pads: tuple[int, int, int, int], out_hw: tuple[int, int],
+                   divisor: Any) -> Any:
+        """Window sums (zero padding) divided by ``divisor``, a number or an (Ho, Wo) array."""
 
 
 class ArrayBackend:
@@ -56,6 +102,33 @@ class ArrayBackend:
     Subclasses set ``name`` and ``xp`` and override kernels they implement
     natively.  Methods not implemented by a backend raise
     ``NotImplementedError`` with a sentence naming the alternative.
+
+    See Also
+    --------
+    Backend : the protocol it implements.
+    gpuconv.register_backend : register a subclass by name.
+
+    Examples
+    --------
+    A backend for any NumPy-compatible namespace is a few lines; this one
+    has no FFT module, so the FFT methods say what to use instead:
+
+    >>> import numpy as np
+    >>> import gpuconv
+    >>> from gpuconv.backends import ArrayBackend
+    >>> class PlainNumpy(ArrayBackend):
+    ...     name = "plain-numpy"
+    ...     xp = np
+    >>> gpuconv.register_backend("plain-numpy", PlainNumpy, replace=True)
+    >>> with gpuconv.set_backend("plain-numpy"):
+    ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), "valid", method="direct")
+    array([[2., 1.],
+           [1., 2.]])
+    >>> with gpuconv.set_backend("plain-numpy"):
+    ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), method="fft")
+    Traceback (most recent call last):
+        ...
+    NotImplementedError: backend 'plain-numpy' provides no FFT module, so method='fft' and method='overlap-add' cannot run on it; use method='direct' or method='gemm' instead
     """
 
     name = "generic"
@@ -143,6 +216,12 @@ class ArrayBackend:
             return _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
                                          method, scratch_bytes)
         raise _unimplemented(self, method)
+
+    def max_pool2d(self, x, kernel, stride, pads, dilation, out_hw, taps):
+        return _pool.max_pool2d(self.xp, x, kernel, stride, pads, dilation, out_hw, taps)
+
+    def avg_pool2d(self, x, kernel, stride, pads, out_hw, divisor):
+        return _pool.avg_pool2d(self.xp, x, kernel, stride, pads, out_hw, divisor)
 
 
 def _unimplemented(backend: Any, method: str) -> NotImplementedError:

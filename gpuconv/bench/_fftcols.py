@@ -113,7 +113,7 @@ def crossover_plot(report: dict[str, Any], path: str | Path) -> Path:
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("the crossover plot needs matplotlib: pip install 'gpuconv[plot]'") \
+        raise ImportError("the crossover plot needs matplotlib: pip install matplotlib") \
             from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -35,21 +35,52 @@ def current_backend(name: str | None = None) -> Any:
 class Parameter:
     """A trainable array and the gradient accumulated for it.
 
+    Parameters
+    ----------
+    data : array
+        The value, an array of the backend the module lives on (kept as it is,
+        not copied).
+    name : str, optional
+        ``"weight"``, ``"bias"``, ...; for messages and ``repr``.
+
     Attributes
     ----------
     data : array
-        The value, an array of the backend the module lives on.
+        The value; the optimizer updates it in place.
     grad : array or None
         The gradient of the loss, summed over every ``backward`` since the last
         :meth:`Module.zero_grad`; ``None`` before the first one and after
         ``zero_grad``.
     name : str
-        ``"weight"``, ``"bias"``, ...; for messages and ``repr``.
+        As given.
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+
+    See Also
+    --------
+    Module.parameters : every parameter of a model.
+    SGD : updates ``data`` from ``grad``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> p = nn.Parameter(np.zeros(3), "bias")
+    >>> p
+    Parameter(bias, shape=(3,), dtype=float64)
+    >>> p.accumulate(np.ones(3)); p.accumulate(np.ones(3))
+    >>> p.grad
+    array([2., 2., 2.])
     """
 
     __slots__ = ("data", "grad", "name")
 
     def __init__(self, data: Any, name: str = "") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str; got {name!r}")
         self.data = data
         self.grad: Any = None
         self.name = name
@@ -75,6 +106,11 @@ class Module:
     Subclasses implement ``forward(x)`` and ``backward(grad_out)`` and keep
     their :class:`Parameter` objects and child modules as attributes (or, for
     containers, override :meth:`children`).  ``module(x)`` calls ``forward``.
+
+    See Also
+    --------
+    Sequential : a container of modules.
+    Parameter : what ``parameters()`` returns.
 
     Examples
     --------
@@ -205,6 +241,15 @@ class Sequential(Module):
     ----------
     *layers : Module
         The layers, first to last.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not a :class:`Module`.
+
+    See Also
+    --------
+    Module : the base class.
 
     Examples
     --------

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._config import get_scratch_limit
+from .._validation import parse_padding_mode
 from ..backend import resolve_backend
 from ..conv import conv2d, conv_transpose2d
 
@@ -61,6 +62,16 @@ def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str
     -------
     array, shape (..., H + top + bottom, W + left + right)
 
+    Raises
+    ------
+    ValueError
+        If ``padding_mode`` is not one of the four.
+
+    See Also
+    --------
+    fold_padding : its adjoint.
+    gpuconv.conv2d : pads this way with ``padding_mode``.
+
     Examples
     --------
     >>> import numpy as np
@@ -68,6 +79,7 @@ def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str
     >>> pad_nchw(np, np.array([[[[1.0, 2.0, 3.0]]]]), (0, 0, 2, 1), "circular")
     array([[[[2., 3., 1., 2., 3., 1.]]]])
     """
+    padding_mode = parse_padding_mode(padding_mode)
     top, bottom, left, right = pads
     if not (top or bottom or left or right):
         return x
@@ -122,6 +134,16 @@ def fold_padding(backend: Any, grad_padded: Any, pads: tuple[int, int, int, int]
     added to the pixel it came from.  Padding is separable, so the adjoint is
     ``F_h @ g @ F_w.T`` with 0/1 fold matrices (exact in floating point: each
     output is a plain sum of the gradients that belong to it).
+
+    Raises
+    ------
+    ValueError
+        If ``padding_mode`` is not one of the four.
+
+    See Also
+    --------
+    pad_nchw : the padding it undoes.
+    conv2d_input_grad : uses it for the non-zero padding modes.
 
     Examples
     --------
@@ -227,6 +249,18 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
     -------
     array, shape (O, C / groups, kh, kw)
 
+    Raises
+    ------
+    TypeError
+        If the arrays come from different array libraries.
+    ValueError
+        If ``method`` is not one of :func:`gpuconv.conv2d`'s methods.
+
+    See Also
+    --------
+    conv2d_input_grad : the gradient with respect to the input.
+    gpuconv.nn.Conv2D : the layer whose ``backward`` calls it.
+
     Notes
     -----
     As a :func:`gpuconv.conv2d`, the weight gradient has a kernel as large as
@@ -310,6 +344,18 @@ def conv2d_input_grad(grad_out: Any, weight: Any, input_hw: tuple[int, int],
     Returns
     -------
     array, shape (N, C, H, W)
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different array libraries.
+    ValueError
+        If ``method`` is not one of :func:`gpuconv.conv_transpose2d`'s methods.
+
+    See Also
+    --------
+    conv2d_weight_grad : the gradient with respect to the weight.
+    gpuconv.conv_transpose2d : the adjoint it computes.
 
     Examples
     --------

@@ -16,7 +16,10 @@ import numpy as np
 
 from .._validation import pair, parse_method, parse_padding_mode
 from ..backend import resolve_backend
-from ..conv import _resolve_padding, conv2d, conv_transpose2d
+from ..backends._pool import window_view
+from ..conv import _resolve_padding, conv2d
+from ..pool import (avg_divisor, avg_pool2d, check_divisor_override, check_flag, pool_geometry,
+                    pool_input)
 from . import functional as F
 from ._module import Module, Parameter, current_backend
 
@@ -66,9 +69,11 @@ class Conv2D(Module):
         Channels of the input and output.
     kernel_size : int or (int, int)
         ``(kh, kw)``.
-    stride, dilation : int or (int, int), optional
+    stride : int or (int, int), optional
         As in :func:`gpuconv.conv2d`.
     padding : int, (int, int), 'valid' or 'same', optional
+        As in :func:`gpuconv.conv2d`.
+    dilation : int or (int, int), optional
         As in :func:`gpuconv.conv2d`.
     groups : int, optional
         Both channel counts must be divisible by it.
@@ -85,6 +90,22 @@ class Conv2D(Module):
         and ``"auto"`` (there are no inputs yet to follow) means NumPy.
     method : str, keyword-only
         ``method`` of the three convolutions (forward, weight and input gradient).
+
+    Raises
+    ------
+    TypeError
+        If a channel count or ``groups`` is not an int, or ``dtype`` is not a
+        floating dtype.
+    ValueError
+        If a size is below its minimum, the channels are not divisible by
+        ``groups``, ``padding`` or ``padding_mode`` is unknown, or ``backend``
+        is not registered.
+
+    See Also
+    --------
+    gpuconv.conv2d : the forward computation.
+    gpuconv.nn.functional.conv2d_weight_grad, gpuconv.nn.functional.conv2d_input_grad :
+        the backward computation.
 
     Notes
     -----
@@ -206,6 +227,18 @@ class Linear(Module):
     seed, dtype, backend : keyword-only
         As in :class:`Conv2D`; initialisation is ``U(-1/sqrt(in_features), 1/sqrt(in_features))``.
 
+    Raises
+    ------
+    TypeError
+        If a size is not an int or ``dtype`` is not a floating dtype.
+    ValueError
+        If a size is below 1, or ``backend`` is not registered; when called, if
+        the input's last axis is not ``in_features`` long.
+
+    See Also
+    --------
+    Flatten : turns images into the rows a Linear layer takes.
+
     Examples
     --------
     >>> import numpy as np
@@ -258,7 +291,22 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``; the gradient passes where the input was positive."""
+    """``max(x, 0)``; the gradient passes where the input was positive.
+
+    See Also
+    --------
+    Linear, Conv2D : the layers it usually follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> relu = nn.ReLU()
+    >>> relu(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 2.])
+    >>> relu.backward(np.array([5.0, 5.0, 5.0]))
+    array([0., 0., 5.])
+    """
 
     def __init__(self) -> None:
         self._mask: Any = None
@@ -277,7 +325,22 @@ class ReLU(Module):
 
 
 class Flatten(Module):
-    """Flatten every axis after the first: (N, C, H, W) -> (N, C*H*W)."""
+    """Flatten every axis after the first: (N, C, H, W) -> (N, C*H*W).
+
+    See Also
+    --------
+    Linear : the dense layer that usually follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv import nn
+    >>> flat = nn.Flatten()
+    >>> flat(np.zeros((2, 3, 4, 5))).shape
+    (2, 60)
+    >>> flat.backward(np.zeros((2, 60))).shape
+    (2, 3, 4, 5)
+    """
 
     def __init__(self) -> None:
         self._shape: tuple[int, ...] | None = None
@@ -294,43 +357,86 @@ class Flatten(Module):
 
 
 class _Pool2D(Module):
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
-        self.kernel_size = pair("kernel_size", kernel_size, minimum=1)
-        self.stride = self.kernel_size if stride is None else pair("stride", stride, minimum=1)
-        self.padding = pair("padding", padding, minimum=0)
-        for axis in range(2):
-            if 2 * self.padding[axis] > self.kernel_size[axis]:
-                raise ValueError(f"padding should be at most half the kernel size; got "
-                                 f"padding={self.padding}, kernel_size={self.kernel_size}")
+    """What both pooling layers share: the validated geometry and the input handling."""
+
+    def __init__(self, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                 ceil_mode: bool) -> None:
+        self._geometry = pool_geometry(kernel_size, stride, padding, dilation, ceil_mode)
+        self.kernel_size = self._geometry.kernel
+        self.stride = self._geometry.stride
+        self.padding = self._geometry.padding
+        self.ceil_mode = self._geometry.ceil_mode
         self._cache: Any = None
 
     def extra_repr(self) -> str:
         s = f"kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self._geometry.dilation != (1, 1):
+            s += f", dilation={self._geometry.dilation}"
+        if self.ceil_mode:
+            s += ", ceil_mode=True"
         return s
 
-    def _out_hw(self, x: Any) -> tuple[int, int]:
-        if x.ndim != 4:
-            raise ValueError(f"{type(self).__name__} needs 4-D (N, C, H, W) input; "
-                             f"got shape {tuple(x.shape)}")
-        H, W = x.shape[-2:]
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-        if Ho < 1 or Wo < 1:
-            raise ValueError(f"kernel_size {self.kernel_size} does not fit in the padded "
-                             f"input {(H + 2 * ph, W + 2 * pw)}")
-        return Ho, Wo
+    def _input(self, x: Any) -> tuple[Any, Any, bool]:
+        be = resolve_backend(x=x)
+        x, unbatched = pool_input(be, x)
+        return be, x, unbatched
 
+    def _scatter(self, xp: Any, grad_out: Any, weights: Any) -> Any:
+        """The adjoint of reading the windows: each tap's share of the output gradient,
+        added back where the tap read it (windows may overlap)."""
+        shape, out_hw, pads = self._cache[:3]
+        N, C, H, W = shape
+        top, bottom, left, right = pads
+        grad = xp.zeros((N, C, H + top + bottom, W + left + right), dtype=grad_out.dtype)
+        kh, kw = self.kernel_size
+        for u in range(kh):
+            for v in range(kw):
+                window_view(grad, u, v, out_hw, self.stride, self._geometry.dilation)[...] += \
+                    weights(u * kw + v)
+        return grad[:, :, top:top + H, left:left + W]
 
-def _window(start: int, count: int, step: int) -> slice:
-    return slice(start, start + step * (count - 1) + 1, step)
+    def backward(self, grad_out: Any) -> Any:
+        if self._cache is None:
+            raise _no_cache(type(self).__name__)
+        unbatched = self._cache[-1]
+        xp = resolve_backend(g=grad_out).xp
+        grad_out = grad_out[None] if unbatched else grad_out
+        grad = self._grad(xp, grad_out)
+        return grad[0] if unbatched else grad
 
 
 class MaxPool2D(_Pool2D):
-    """Maximum over each window, as :class:`torch.nn.MaxPool2d` (padding counts as -inf).
+    """Maximum over each window, as :class:`torch.nn.MaxPool2d`.
 
-    The gradient goes to the first maximal element of each window.
+    Computes :func:`gpuconv.max_pool2d`; the gradient of each output goes to
+    the element that was its maximum (the first of equal maxima, as in
+    PyTorch).
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+        Window size ``(kh, kw)``.
+    stride : int or (int, int), optional
+        Step between windows; ``None`` means ``kernel_size``.
+    padding : int or (int, int), optional
+        Implicit ``-inf`` border, at most half the kernel.
+    dilation : int or (int, int), optional
+        Spacing between the samples of a window.
+    ceil_mode : bool, optional
+        Round the output size up (see :func:`gpuconv.max_pool2d`).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid arguments, as :func:`gpuconv.max_pool2d` (when built, or
+        for the input when called).
+
+    See Also
+    --------
+    gpuconv.max_pool2d : the function the layer computes.
+    AvgPool2D : the mean over each window.
 
     Examples
     --------
@@ -348,79 +454,106 @@ class MaxPool2D(_Pool2D):
            [0., 1., 0., 1.]])
     """
 
-    def forward(self, x: Any) -> Any:
-        be = resolve_backend(x=x)
-        xp = be.xp
-        x = be.asarray(x)
-        Ho, Wo = self._out_hw(x)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        xpad = x
-        if ph or pw:
-            xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant",
-                          constant_values=-xp.inf)
-        taps = [xpad[:, :, _window(u, Ho, sh), _window(v, Wo, sw)]
-                for u in range(kh) for v in range(kw)]
-        windows = xp.stack(taps, axis=-1)
-        arg = xp.argmax(windows, axis=-1)
-        out = xp.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
-        self._cache = (arg, tuple(xpad.shape), tuple(x.shape)) if _needs_cache(self) else None
-        return out
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 dilation: Any = 1, ceil_mode: bool = False) -> None:
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode)
 
-    def backward(self, grad_out: Any) -> Any:
-        if self._cache is None:
-            raise _no_cache(type(self).__name__)
-        arg, padded_shape, shape = self._cache
-        xp = resolve_backend(g=grad_out).xp
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        Ho, Wo = arg.shape[-2:]
-        grad = xp.zeros(padded_shape, dtype=grad_out.dtype)
-        for u in range(kh):
-            for v in range(kw):
-                # Overlapping windows can share a pixel; accumulate tap by tap.
-                grad[:, :, _window(u, Ho, sh), _window(v, Wo, sw)] += \
-                    grad_out * (arg == u * kw + v)
-        return grad[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+    def forward(self, x: Any) -> Any:
+        be, x, unbatched = self._input(x)
+        g = self._geometry
+        out_hw, pads = g.output(tuple(x.shape[-2:]))
+        x = be.xp.ascontiguousarray(x)
+        out, taps = be.max_pool2d(x, g.kernel, g.stride, pads, g.dilation, out_hw,
+                                  _needs_cache(self))
+        self._cache = ((tuple(x.shape), out_hw, pads, taps, unbatched) if _needs_cache(self)
+                       else None)
+        return out[0] if unbatched else out
+
+    def _grad(self, xp: Any, grad_out: Any) -> Any:
+        taps = self._cache[3]
+        return self._scatter(xp, grad_out, lambda tap: grad_out * (taps == tap))
 
 
 class AvgPool2D(_Pool2D):
-    """Mean over each window, as :class:`torch.nn.AvgPool2d` (padding counts as zeros).
+    """Mean over each window, as :class:`torch.nn.AvgPool2d`.
 
-    Computed as a depthwise :func:`gpuconv.conv2d` with a constant kernel, so
-    its gradient is the matching :func:`gpuconv.conv_transpose2d`.
+    Computes :func:`gpuconv.avg_pool2d`; each output's gradient is shared
+    equally (divided by the same divisor) among the samples of its window.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+        Window size ``(kh, kw)``.
+    stride : int or (int, int), optional
+        Step between windows; ``None`` means ``kernel_size``.
+    padding : int or (int, int), optional
+        Implicit zero border, at most half the kernel.
+    ceil_mode : bool, optional
+        Round the output size up (see :func:`gpuconv.avg_pool2d`).
+    count_include_pad : bool, optional
+        Count the padding in each window's size (default ``True``).
+    divisor_override : int, optional
+        Divide every window's sum by this instead.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For invalid arguments, as :func:`gpuconv.avg_pool2d` (when built, or
+        for the input when called).
+
+    See Also
+    --------
+    gpuconv.avg_pool2d : the function the layer computes.
+    MaxPool2D : the maximum over each window.
 
     Examples
     --------
     >>> import numpy as np
     >>> from gpuconv import nn
-    >>> nn.AvgPool2D(2)(np.arange(16.0).reshape(1, 1, 4, 4))[0, 0]
+    >>> pool = nn.AvgPool2D(2)
+    >>> pool(np.arange(16.0).reshape(1, 1, 4, 4))[0, 0]
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
+    >>> pool.backward(np.ones((1, 1, 2, 2)))[0, 0]
+    array([[0.25, 0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25, 0.25],
+           [0.25, 0.25, 0.25, 0.25]])
     """
 
-    def _kernel(self, be: Any, dtype: Any) -> Any:
-        kh, kw = self.kernel_size
-        return be.xp.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=dtype)
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode)
+        self.count_include_pad = check_flag("count_include_pad", count_include_pad)
+        self.divisor_override = check_divisor_override(divisor_override)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if not self.count_include_pad:
+            s += ", count_include_pad=False"
+        if self.divisor_override is not None:
+            s += f", divisor_override={self.divisor_override}"
+        return s
 
     def forward(self, x: Any) -> Any:
-        be = resolve_backend(x=x)
-        x = be.asarray(x)
-        Ho, Wo = self._out_hw(x)
-        N, C, H, W = x.shape
-        planes = x.reshape(N * C, 1, H, W)
-        out = conv2d(planes, self._kernel(be, x.dtype), stride=self.stride,
-                     padding=self.padding)
-        self._cache = tuple(x.shape) if _needs_cache(self) else None
-        return out.reshape(N, C, Ho, Wo)
+        be, xb, unbatched = self._input(x)
+        out = avg_pool2d(xb, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                         self.count_include_pad, self.divisor_override)
+        if _needs_cache(self):
+            hw = tuple(xb.shape[-2:])
+            out_hw, pads = self._geometry.output(hw)
+            # Window sizes are small integers: float64 holds them exactly for any grad dtype.
+            divisor = avg_divisor(be.xp, self._geometry, hw, out_hw, self.count_include_pad,
+                                  self.divisor_override, np.float64)
+            self._cache = (tuple(xb.shape), out_hw, pads, divisor, unbatched)
+        else:
+            self._cache = None
+        return out[0] if unbatched else out
 
-    def backward(self, grad_out: Any) -> Any:
-        if self._cache is None:
-            raise _no_cache(type(self).__name__)
-        be = resolve_backend(g=grad_out)
-        N, C, H, W = self._cache
-        Ho, Wo = grad_out.shape[-2:]
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        extra = (H + 2 * ph - ((Ho - 1) * sh + kh), W + 2 * pw - ((Wo - 1) * sw + kw))
-        grad = conv_transpose2d(grad_out.reshape(N * C, 1, Ho, Wo),
-                                self._kernel(be, grad_out.dtype), stride=self.stride,
-                                padding=self.padding, output_padding=extra)
-        return grad.reshape(N, C, H, W)
+    def _grad(self, xp: Any, grad_out: Any) -> Any:
+        divisor = self._cache[3]
+        if not isinstance(divisor, int):
+            divisor = divisor.astype(np.finfo(np.dtype(grad_out.dtype)).dtype)
+        share = grad_out / divisor
+        return self._scatter(xp, share, lambda tap: share)

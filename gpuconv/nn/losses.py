@@ -19,7 +19,29 @@ _REDUCTIONS = ("mean", "sum")
 
 
 class LossResult(NamedTuple):
-    """A loss value and its gradient with respect to the prediction."""
+    """A loss value and its gradient with respect to the prediction.
+
+    Attributes
+    ----------
+    value : float
+        The loss.
+    grad : array
+        Its gradient with respect to the prediction, of the prediction's
+        backend, shape and dtype.
+
+    See Also
+    --------
+    mse_loss, cross_entropy : the losses that return it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gpuconv.nn import mse_loss
+    >>> result = mse_loss(np.array([3.0]), np.array([1.0]))
+    >>> result.value, result.grad
+    (4.0, array([4.]))
+    >>> value, grad = result            # a named tuple unpacks
+    """
 
     value: float
     grad: Any
@@ -51,7 +73,7 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
     target : array_like
         Same shape as ``input``.
     reduction : {'mean', 'sum'}, optional
-        ``'sum'`` is the chapter's loss for learning the edge kernel.
+        ``'sum'`` is the loss the tutorial learns the edge kernel with.
 
     Returns
     -------
@@ -59,6 +81,18 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> LossResult:
         ``(value, grad)`` with ``grad = 2 * (input - target)`` (divided by the
         number of elements for ``'mean'``), of ``input``'s floating dtype;
         float64 when ``input`` holds integers.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``reduction`` is unknown.
+    TypeError
+        If the inputs come from different array libraries.
+
+    See Also
+    --------
+    cross_entropy : the loss for classification.
+    gpuconv.examples.learn_edge_kernel : trains with it.
 
     Examples
     --------
@@ -111,12 +145,21 @@ def cross_entropy(input: Any, target: Any, reduction: str = "mean") -> LossResul
     Raises
     ------
     ValueError
-        A probability row with a negative entry or a sum other than 1.
-        PyTorch computes ``-sum(target * log_softmax(input))`` for any
-        target without checking; a row that is not a distribution is almost
-        always a mistake (logits, counts or unnormalised scores passed as
-        targets), so gpuconv says so instead of training on it.  Normalise
-        with ``target / target.sum(axis=1, keepdims=True)`` if that is meant.
+        If ``input`` is not 2-D, ``target`` has the wrong shape or labels
+        outside ``[0, K)``, or ``reduction`` is unknown; or for a probability
+        row with a negative entry or a sum other than 1.  PyTorch computes
+        ``-sum(target * log_softmax(input))`` for any target without
+        checking; a row that is not a distribution is almost always a mistake
+        (logits, counts or unnormalised scores passed as targets), so gpuconv
+        says so instead of training on it.  Normalise with
+        ``target / target.sum(axis=1, keepdims=True)`` if that is meant.
+    TypeError
+        If 1-D targets are not integers.
+
+    See Also
+    --------
+    mse_loss : the squared-error loss.
+    Trainer.fit : trains with a loss like this one.
 
     Examples
     --------

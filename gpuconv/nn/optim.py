@@ -37,6 +37,19 @@ class SGD:
     nesterov : bool, keyword-only
         Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
 
+    Raises
+    ------
+    TypeError
+        If an item of ``params`` is not a :class:`Parameter`, or a number is not
+        real.
+    ValueError
+        If ``params`` is empty or a number is out of its range.
+
+    See Also
+    --------
+    Module.parameters : the usual ``params``.
+    Trainer : calls ``step()`` after every batch.
+
     Examples
     --------
     >>> import numpy as np

@@ -37,6 +37,17 @@ class ArrayLoader:
     seed : int or numpy.random.Generator, optional
         Seeds the shuffling.
 
+    Raises
+    ------
+    TypeError
+        If ``batch_size`` is not an int.
+    ValueError
+        If ``x`` and ``y`` differ in length or ``batch_size`` is below 1.
+
+    See Also
+    --------
+    Trainer.fit : takes a loader as its data.
+
     Examples
     --------
     >>> import numpy as np
@@ -77,8 +88,31 @@ class ArrayLoader:
 class History:
     """What :meth:`Trainer.fit` measured, one entry per epoch.
 
-    ``val_loss`` and ``val_accuracy`` stay empty without validation data;
-    ``val_accuracy`` is recorded when targets are class labels.
+    Attributes
+    ----------
+    train_loss : list of float
+        Mean training loss of each epoch.
+    val_loss : list of float
+        Validation loss per sample after each epoch; empty without
+        validation data.
+    val_accuracy : list of float
+        Validation accuracy after each epoch, when the targets are class
+        labels; else empty.
+    epoch_seconds : list of float
+        Wall-clock time of each epoch.
+    batch_loss : list of float
+        The loss of every training batch, in order.
+
+    See Also
+    --------
+    Trainer.fit : fills it in.
+
+    Examples
+    --------
+    >>> from gpuconv.nn import History
+    >>> h = History(train_loss=[0.9, 0.5])
+    >>> h.epochs, h.val_loss
+    (2, [])
     """
 
     train_loss: list[float] = field(default_factory=list)
@@ -89,6 +123,7 @@ class History:
 
     @property
     def epochs(self) -> int:
+        """Number of epochs recorded."""
         return len(self.train_loss)
 
 
@@ -115,6 +150,16 @@ class Trainer:
         with ``logs`` holding ``train_loss`` and, with validation data,
         ``val_loss`` and ``val_accuracy``.  A callback returning ``True``
         stops training.
+
+    Raises
+    ------
+    TypeError
+        If a callback is not callable.
+
+    See Also
+    --------
+    ArrayLoader : batches from two arrays.
+    History : what :meth:`fit` returns.
 
     Examples
     --------
