@@ -42,7 +42,11 @@ im2col(const T* __restrict__ x, T* __restrict__ cols,
     if (p >= P) return;
     const int oi = p / Wo;
     const int oj = p - oi * Wo;
+#ifdef GPUCONV_PLANT_BAND_BUG
+    const int top = r0 + oi * sh - pad_top;  // planted for the tests: band start unscaled
+#else
     const int top = (r0 + oi) * sh - pad_top;
+#endif
     const int left = oj * sw - pad_left;
     const T fill = tr::store(tr::from_parts(fill_re, fill_im));
     const long long taps = (long long)kh * kw;
@@ -53,10 +57,15 @@ im2col(const T* __restrict__ x, T* __restrict__ cols,
             T* col = cols + img * image_stride + c * taps * tap_stride + p;
             for (int u = 0; u < kh; ++u) {
                 const int ii = gc_source_index(top + u * dh, H, mode);
-                const T* xrow = xc + (long long)ii * W;
+                const long long row = (long long)ii * W;
                 for (int v = 0; v < kw; ++v) {
                     const int jj = gc_source_index(left + v * dw, W, mode);
-                    *col = (ii < 0 || jj < 0) ? fill : xrow[jj];
+#ifdef GPUCONV_PLANT_OVERREAD
+                    // Planted for the sanitizer test: the last row reads one row past it.
+                    *col = (ii < 0 || jj < 0) ? fill : xc[row + jj + (ii == H - 1 ? W : 0)];
+#else
+                    *col = (ii < 0 || jj < 0) ? fill : xc[row + jj];
+#endif
                     col += tap_stride;
                 }
             }
