@@ -295,6 +295,25 @@ class _NumpyAsCupy:
         return getattr(np, name)
 
 
+def _strided_operand(name, arr, off, ld, stride, batch, rows, cols, dtype):
+    """The (batch, rows, cols) matrices a strided-batched GEMM reads at ``arr`` + ``off``."""
+    from numpy.lib.stride_tricks import as_strided
+
+    if arr.dtype != dtype or not arr.flags.c_contiguous:
+        raise TypeError(f"{name} must be a C-contiguous {dtype} buffer; got {arr.dtype}")
+    for what, value in (("offset", off), ("batch stride", stride)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} {what} must be a non-negative int; got {value!r}")
+    if ld < max(cols, 1):
+        raise ValueError(f"{name} leading dimension {ld} is shorter than its rows ({cols})")
+    last = off + (batch - 1) * stride + (rows - 1) * ld + cols - 1
+    if last >= arr.size:
+        raise ValueError(f"{name} reaches element {last} of a buffer of {arr.size}")
+    it = arr.itemsize
+    return as_strided(arr.reshape(-1)[off:], shape=(batch, rows, cols),
+                      strides=(stride * it, ld * it, it))
+
+
 def emulated_cupy_backend():
     """A :class:`gpuconv.backends.cupy.CupyBackend` whose arrays are NumPy arrays and whose
     kernels run in the emulator: the backend's own code, on the CPU."""
@@ -313,9 +332,24 @@ def emulated_cupy_backend():
         return kernels[key]
 
     class EmulatedCupyBackend(CupyBackend):
+        gemm_calls = 0
+
         def _device_of(self, x):
             # NumPy arrays stand in for device arrays, all on device 0.
             return _FakeCuda.Device(0)
+
+        def _gemm_strided(self, a, a_off, lda, sa, b, b_off, ldb, sb, c, c_off, ldc, sc,
+                          M, N, K, batch):
+            # cuBLAS's strided-batched GEMM on NumPy buffers, refusing what cuBLAS
+            # would misread: operands reaching outside their arrays, a leading
+            # dimension shorter than a row, output matrices that overlap.
+            A = _strided_operand("A", a, a_off, lda, sa, batch, M, K, c.dtype)
+            B = _strided_operand("B", b, b_off, ldb, sb, batch, K, N, c.dtype)
+            C = _strided_operand("C", c, c_off, ldc, sc, batch, M, N, c.dtype)
+            if batch > 1 and sc < M * ldc:
+                raise ValueError(f"C batch stride {sc} overlaps {M} rows of stride {ldc}")
+            C[...] = np.matmul(A, B)
+            type(self).gemm_calls += 1
 
     backend = EmulatedCupyBackend(_NumpyAsCupy(), get_function)
     backend.emulated_kernels = kernels

@@ -38,7 +38,7 @@ GUARD = 64
 SENTINEL = 1234.0
 NUMPY_PAD = {"zeros": "constant", "fill": "constant", "reflect": "reflect",
              "replicate": "edge", "circular": "wrap", "wrap": "wrap", "symm": "symmetric"}
-EMULATED = "cupy-emulated"
+EMULATED = "cupy-emulated-gemm"  # its own name: the registry keeps instances by name
 
 
 @pytest.fixture(scope="module")
@@ -450,8 +450,15 @@ def test_work_runs_on_the_inputs_device(emulated_backend, rng, monkeypatch):
             return fn(*a)
         return launch
 
+    gemm = backend._gemm_strided
+
+    def recording_gemm(*args):
+        seen.append(("gemm", _RecordingDevice.current))
+        return gemm(*args)
+
     monkeypatch.setattr(backend, "xp", Recording())
     monkeypatch.setattr(backend, "_get_function", recording_get_function)
+    monkeypatch.setattr(backend, "_gemm_strided", recording_gemm)
     monkeypatch.setattr(backend, "_device_of", lambda x: _RecordingDevice(1))
     x = random_array(rng, (2, 3, 8, 8), np.float32)
     w = random_array(rng, (4, 3, 3, 3), np.float32)
@@ -461,8 +468,21 @@ def test_work_runs_on_the_inputs_device(emulated_backend, rng, monkeypatch):
     backend.correlate_planes(x[0], w[0, 0], (8, 8), (1, 1), "symm", 0, "direct", 1 << 20)
     backend.conv2d_weight_grad(x, random_array(rng, (2, 4, 8, 8), np.float32), (3, 3), (1, 1),
                                (1, 1, 1, 1), (1, 1), 1, "zeros", "auto", 1 << 20)
-    assert {name for name, _ in seen} >= {"empty", "matmul", "launch"}
+    assert {name for name, _ in seen} >= {"empty", "matmul", "launch", "gemm"}
     assert all(device == 1 for _, device in seen), seen
+
+
+def test_one_gemm_per_chunk_and_group_or_image(emulated, rng):
+    """The weights are shared by a chunk's images through a zero batch stride: one
+    GEMM per chunk (per group when there are fewer groups than images), never a
+    broadcast product."""
+    for (N, C, Cout, G), calls in [((6, 4, 6, 1), 1), ((6, 4, 6, 2), 2), ((2, 6, 6, 3), 2)]:
+        x = random_array(rng, (N, C, 9, 9), np.float32)
+        w = random_array(rng, (Cout, C // G, 3, 3), np.float32)
+        before = type(emulated).gemm_calls
+        got = gpuconv.conv2d(x, w, padding=1, groups=G, method="gemm")
+        assert type(emulated).gemm_calls - before == calls
+        assert_close(got, on_numpy(gpuconv.conv2d, x, w, padding=1, groups=G), np.float32)
 
 
 def test_launch_arguments_are_converted_once_per_geometry():
@@ -498,3 +518,98 @@ def test_column_plans_respect_the_scratch_bound():
 
 def test_rtol_table_covers_every_kernel_dtype():
     assert set(K.TYPENAMES) <= set(RTOL)
+
+
+# -- the cuBLAS call, against cuBLAS's documented column-major semantics ----------
+
+class _DeviceArray:
+    """A NumPy buffer posing as a CuPy array: ``.data.ptr`` and ``.dtype``."""
+
+    def __init__(self, host):
+        self.host, self.dtype = host, host.dtype
+        self.data = type("ptr", (), {"ptr": host.ctypes.data})()
+
+
+def _fake_cublas(buffers, calls):
+    """cuBLAS's gemmStridedBatchedEx as documented (column-major, leading
+    dimensions, batch strides in elements, alpha/beta read from host pointers),
+    on NumPy buffers found by address."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from numpy.lib.stride_tricks import as_strided
+
+    types = {"e": 2, "f": 0, "d": 1, "F": 4, "D": 5}   # cudaDataType values
+    compute_32f = 68
+
+    def column_major(ptr, rows, cols, ld, stride, batch):
+        for buf in buffers:
+            base = buf.ctypes.data
+            if base <= ptr < base + buf.nbytes:
+                it = buf.itemsize
+                off = (ptr - base) // it
+                last = off + (batch - 1) * stride + (cols - 1) * ld + rows - 1
+                assert ld >= rows and last < buf.size, "operand outside its buffer"
+                return as_strided(buf.reshape(-1)[off:], (batch, rows, cols),
+                                  (stride * it, it, ld * it))
+        raise AssertionError(f"pointer {ptr:#x} is in no buffer")
+
+    def scalar(ptr, dtype):
+        raw = ctypes.string_at(ptr, np.dtype(dtype).itemsize)
+        return np.frombuffer(raw, dtype)[0]
+
+    def gemm(handle, transa, transb, m, n, k, alpha, A, Atype, lda, sA, B, Btype, ldb, sB,
+             beta, C, Ctype, ldc, sC, batch, compute, algo):
+        assert (transa, transb, handle) == (0, 0, "handle") and Atype == Btype == Ctype
+        char = {v: c for c, v in types.items()}[Ctype]
+        coef = np.float32 if char == "e" else np.dtype(char)
+        assert compute == (compute_32f if char == "e" else Ctype)
+        a = column_major(A, m, k, lda, sA, batch)
+        b = column_major(B, k, n, ldb, sB, batch)
+        c = column_major(C, m, n, ldc, sC, batch)
+        assert scalar(beta, coef) == 0  # C is not read
+        c[...] = scalar(alpha, coef) * np.matmul(a.astype(coef), b.astype(coef))
+        calls.append(batch)
+
+    return lambda: SimpleNamespace(gemmStridedBatchedEx=gemm, get_handle=lambda: "handle",
+                                   types=types, COMPUTE_32F=compute_32f, GEMM_DEFAULT=-1)
+
+
+def _block(buf, off, rows, cols, ld):
+    return buf.reshape(-1)[off + np.arange(rows)[:, None] * ld + np.arange(cols)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_strided_makes_the_documented_cublas_call(rng, monkeypatch, dtype):
+    """The row-major products the backend asks for, through a stand-in that follows
+    cuBLAS's column-major contract: operand order, leading dimensions, offsets,
+    a zero batch stride for shared weights, types."""
+    from gpuconv.backends import cupy as cupy_backend
+
+    calls = []
+    buffers = []
+    monkeypatch.setattr(cupy_backend, "_cublas", _fake_cublas(buffers, calls))
+    backend = cupy_backend.CupyBackend(np)
+    G, M, K, N, images = 3, 4, 5, 7, 2
+    w = random_array(rng, (G, M, K), dtype)
+    b = random_array(rng, (images, G, K, N + 3), dtype)     # row stride N + 3
+    c = np.full((images, G, M, N + 2), np.nan, dtype)      # row stride N + 2
+    buffers += [w, b, c]
+    for G_used, imgs in [(G, images), (2, images), (1, images), (G, 1)]:
+        c[...] = np.nan
+        backend._weights_times_images(
+            _DeviceArray(w), _DeviceArray(b), 1, G * K * (N + 3), N + 3, _DeviceArray(c), 2,
+            G * M * (N + 2), N + 2, imgs, G_used, M, N, K)
+        for i in range(imgs):
+            for g in range(G_used):
+                bm = _block(b, 1 + i * G * K * (N + 3) + g * K * (N + 3), K, N, N + 3)
+                got = _block(c, 2 + i * G * M * (N + 2) + g * M * (N + 2), M, N, N + 2)
+                assert_close(got, w[g].astype(np.complex128) @ bm.astype(np.complex128), dtype)
+        untouched = np.ones(c.size, bool)
+        for i in range(imgs):
+            for g in range(G_used):
+                off = 2 + i * G * M * (N + 2) + g * M * (N + 2)
+                untouched[off + np.arange(M)[:, None] * (N + 2) + np.arange(N)] = False
+        assert np.isnan(c.reshape(-1)[untouched]).all(), "wrote outside the output blocks"
+    # Per group (weights shared, stride 0) when groups <= images, else per image.
+    assert calls == [G] * images + [images] * 2 + [images] + [G]

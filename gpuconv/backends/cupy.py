@@ -55,6 +55,25 @@ def make_backend() -> CupyBackend:
     return CupyBackend(cupy)
 
 
+def _cublas() -> Any:
+    """CuPy's cuBLAS binding: the strided-batched GEMM, the current device's handle and
+    the constants it takes (imported on first use)."""
+    from types import SimpleNamespace
+
+    from cupy.cuda import device
+    from cupy_backends.cuda.api import runtime
+    from cupy_backends.cuda.libs import cublas
+
+    return SimpleNamespace(
+        gemmStridedBatchedEx=cublas.gemmStridedBatchedEx,
+        get_handle=device.get_cublas_handle,
+        types={"e": runtime.CUDA_R_16F, "f": runtime.CUDA_R_32F, "d": runtime.CUDA_R_64F,
+               "F": runtime.CUDA_C_32F, "D": runtime.CUDA_C_64F},
+        COMPUTE_32F=cublas.CUBLAS_COMPUTE_32F,
+        GEMM_DEFAULT=cublas.CUBLAS_GEMM_DEFAULT,
+    )
+
+
 class CupyBackend(ArrayBackend):
     """Compute with CuPy on the current CUDA device.
 
@@ -138,6 +157,51 @@ class CupyBackend(ArrayBackend):
         fn(launch.grid, launch.block, arrays + launch.scalars)
         return arrays[-1]
 
+    def _gemm_strided(self, a, a_off, lda, sa, b, b_off, ldb, sb, c, c_off, ldc, sc,
+                      M, N, K, batch):
+        """``C_i = A_i @ B_i`` for ``i < batch``: row-major (M, K) times (K, N) into
+        (M, N), each operand given by its array, element offset, leading dimension
+        (row stride) and batch stride, which may be 0 (one matrix for the batch).
+
+        One cuBLAS strided-batched GEMM, the call ``cupy.matmul`` makes when no
+        operand is broadcast, with the same data and compute types (float16
+        accumulates in float32; no TF32).  ``cupy.matmul`` itself would copy a
+        broadcast operand's pointers into device arrays first (several small
+        launches per call), and copy a strided output.
+        """
+        lib = _cublas()
+        dtype = np.dtype(c.dtype)
+        cuda_type = lib.types[dtype.char]
+        compute = lib.COMPUTE_32F if dtype.char == "e" else cuda_type
+        coef = np.float32 if dtype.char == "e" else dtype
+        one, zero = np.ones((), coef), np.zeros((), coef)
+        it = dtype.itemsize
+        # Row-major C = A B is column-major C^T = B^T A^T: B comes first.
+        lib.gemmStridedBatchedEx(
+            lib.get_handle(), 0, 0, N, M, K, one.ctypes.data,
+            b.data.ptr + b_off * it, cuda_type, ldb, sb,
+            a.data.ptr + a_off * it, cuda_type, lda, sa, zero.ctypes.data,
+            c.data.ptr + c_off * it, cuda_type, ldc, sc, batch, compute, lib.GEMM_DEFAULT)
+
+    def _weights_times_images(self, w, b, b_off, b_image, ldb, c, c_off, c_image, ldc,
+                              images, groups, M, N, K):
+        """``C[i, g] = W[g] @ B[i, g]`` for ``images`` x ``groups`` products.
+
+        ``w`` is (groups, M, K) contiguous; ``B[i, g]`` (K x N, row stride
+        ``ldb``) starts at ``b_off + i * b_image + g * K * ldb`` of ``b``, and
+        ``C[i, g]`` (M x N, row stride ``ldc``) at ``c_off + i * c_image + g * M
+        * ldc`` of ``c``.  One batched GEMM per group (the weights shared by the
+        images, batch stride 0) or per image, whichever takes fewer calls.
+        """
+        if groups <= images:
+            for g in range(groups):
+                self._gemm_strided(w, g * M * K, K, 0, b, b_off + g * K * ldb, ldb, b_image,
+                                   c, c_off + g * M * ldc, ldc, c_image, M, N, K, images)
+        else:
+            for i in range(images):
+                self._gemm_strided(w, 0, K, M * K, b, b_off + i * b_image, ldb, K * ldb,
+                                   c, c_off + i * c_image, ldc, M * ldc, M, N, K, groups)
+
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
         with self._device_of(x):
@@ -172,8 +236,9 @@ class CupyBackend(ArrayBackend):
                 wmat = w.reshape(G, Cout // G, Cg * kh * kw)
                 if (kh, kw) == (1, 1) and stride == (1, 1) and not any(pads):
                     # The convolution is the matrix product itself: no columns.
-                    self.xp.matmul(wmat, x.reshape(N, G, Cg, H * W),
-                                   out=out.reshape(N, G, Cout // G, H * W))
+                    P = H * W
+                    self._weights_times_images(wmat, x, 0, C * P, P, out, 0, Cout * P, P, N, G,
+                                               Cout // G, P, Cg)
                 else:
                     self._conv2d_gemm(x, wmat, (kh, kw), stride, (pads[0], pads[2]), dilation,
                                       padding_mode, 0, out, scratch_bytes)
@@ -200,17 +265,16 @@ class CupyBackend(ArrayBackend):
         plan = kernels.im2col_plan(x.shape, kernel_hw, stride, origin, dilation, (Ho, Wo),
                                    mode, x.dtype.itemsize, scratch_bytes, fillvalue)
         buffer = xp.empty(plan.cols_elements, dtype=x.dtype)
+        Pout, Cout = Ho * Wo, G * Coutg
         for chunk in plan.chunks:
             nb, P = chunk.n1 - chunk.n0, (chunk.r1 - chunk.r0) * Wo
             cols = buffer[:nb * G * K * P]
             self._launch("im2col.cu", "im2col", chunk.launches[0], x[chunk.n0:chunk.n1], cols)
-            if P == Ho * Wo:
-                dst = out[chunk.n0:chunk.n1].reshape(nb, G, Coutg, P)
-                xp.matmul(wmat, cols.reshape(nb, G, K, P), out=dst)
-            else:
-                # A band of rows of one image: a strided slice of its output planes.
-                dst = out[chunk.n0].reshape(G, Coutg, Ho * Wo)[:, :, chunk.r0 * Wo:chunk.r1 * Wo]
-                xp.matmul(wmat, cols.reshape(G, K, P), out=dst)
+            # Straight into the NCHW output; a band of rows is a strided block of
+            # each output plane (leading dimension Ho * Wo).
+            self._weights_times_images(wmat, cols, 0, G * K * P, P,
+                                       out, (chunk.n0 * Cout * Ho + chunk.r0) * Wo, Cout * Pout,
+                                       Pout, nb, G, Coutg, P, K)
         return out
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
@@ -258,12 +322,9 @@ class CupyBackend(ArrayBackend):
         for chunk in plan.chunks:
             nb, P = chunk.n1 - chunk.n0, (chunk.r1 - chunk.r0) * W
             cols = buffer[:nb * G * K * P]
-            if P == H * W:
-                xp.matmul(wt, x[chunk.n0:chunk.n1].reshape(nb, G, Cing, P),
-                          out=cols.reshape(nb, G, K, P))
-            else:
-                band = x[chunk.n0].reshape(G, Cing, H * W)[:, :, chunk.r0 * W:chunk.r1 * W]
-                xp.matmul(wt, band, out=cols.reshape(G, K, P))
+            # A band of input rows is a strided block of each input plane.
+            self._weights_times_images(wt, x, (chunk.n0 * Cin * H + chunk.r0) * W, Cin * H * W,
+                                       H * W, cols, 0, G * K * P, P, nb, G, K, P, Cing)
             for launch in chunk.launches:
                 self._launch("im2col.cu", "col2im", launch, cols, bias, out[chunk.n0:chunk.n1])
         return out
