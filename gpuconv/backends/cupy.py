@@ -21,6 +21,7 @@ building its documentation) works where CuPy is missing.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -55,6 +56,7 @@ def make_backend() -> CupyBackend:
     return CupyBackend(cupy)
 
 
+@functools.cache
 def _cublas() -> Any:
     """CuPy's cuBLAS binding: the strided-batched GEMM, the current device's handle and
     the constants it takes (imported on first use)."""
