@@ -613,3 +613,64 @@ def test_gemm_strided_makes_the_documented_cublas_call(rng, monkeypatch, dtype):
         assert np.isnan(c.reshape(-1)[untouched]).all(), "wrote outside the output blocks"
     # Per group (weights shared, stride 0) when groups <= images, else per image.
     assert calls == [G] * images + [images] * 2 + [images] + [G]
+
+
+def test_block_constant_matches_the_source():
+    assert f"#define GC_COL_THREADS {K.COL_THREADS}\n" in K.source("im2col.cu")
+
+
+# -- with a GPU ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cupy_device():
+    from conftest import backend_skip_reason
+
+    reason = backend_skip_reason("cupy")
+    if reason:
+        pytest.skip(reason)
+    import cupy
+
+    return cupy
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.complex64])
+def test_gpu_gemm_in_row_bands_and_weight_grad(cupy_device, rng, dtype):
+    cp = cupy_device
+    x = random_array(rng, (3, 4, 23, 17), dtype)
+    w = random_array(rng, (6, 2, 3, 3), dtype)
+    b = random_array(rng, (6,), dtype)
+    kwargs = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
+                  padding_mode="reflect")
+    with gpuconv.scratch_limit(4 * 9 * 17 * 16):  # a few rows per band
+        got = gpuconv.conv2d(cp.asarray(x), cp.asarray(w), cp.asarray(b), method="gemm",
+                             **kwargs)
+    assert_close(got.get(), on_numpy(gpuconv.conv2d, x, w, b, **kwargs), dtype)
+    dy = random_array(rng, got.shape, dtype)
+    args = ((3, 3), (2, 1), (1, 1, 2, 2), (1, 2), 2, "reflect")
+    dw = conv2d_weight_grad(cp.asarray(x), cp.asarray(dy), *args)
+    wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+    want = on_numpy(conv2d_weight_grad, x.astype(wide), dy.astype(wide), *args, method="direct")
+    assert_close(dw.get(), want, dtype, scale=4.0 if dtype == np.float16 else 1.0)
+    xt = random_array(rng, (2, 6, 7, 5), dtype)
+    with gpuconv.scratch_limit(6 * 9 * 5 * 16):
+        got = gpuconv.conv_transpose2d(cp.asarray(xt), cp.asarray(w), cp.asarray(b[:4]),
+                                       stride=2, padding=1, groups=2, method="gemm")
+    want = on_numpy(gpuconv.conv_transpose2d, xt, w, b[:4], stride=2, padding=1, groups=2)
+    assert_close(got.get(), want, dtype, scale=2.0)
+
+
+@pytest.mark.gpu
+def test_gpu_arrays_on_another_device_compute_there(cupy_device, rng):
+    cp = cupy_device
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two CUDA devices")
+    x = random_array(rng, (2, 3, 12, 12), np.float32)
+    w = random_array(rng, (4, 3, 3, 3), np.float32)
+    with cp.cuda.Device(1):
+        xd, wd = cp.asarray(x), cp.asarray(w)
+    with cp.cuda.Device(0):
+        for method in ("direct", "gemm"):
+            got = gpuconv.conv2d(xd, wd, padding=1, method=method)
+            assert got.device.id == 1
+            assert_close(got.get(), on_numpy(gpuconv.conv2d, x, w, padding=1), np.float32)
