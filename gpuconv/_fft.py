@@ -354,12 +354,11 @@ def correlate_planes(backend: Any, x: Any, w: Any, out_shape: tuple[int, int],
     if boundary == "fill":
         if fillvalue != 0:
             # ext = (x - f) extended by zeros, plus f everywhere: the constant
-            # part contributes f * sum(w) to every output.  f stays a Python
-            # scalar (cast to x's dtype by the operation, passed by value to
-            # the device's kernels): no host-to-device copy.
-            out = correlate_planes(backend, x - fillvalue, w, out_shape, origin, "fill", 0,
-                                   method, scratch_bytes)
-            out += fillvalue * w.sum()
+            # part contributes f * sum(w) to every output.
+            shift = xp.asarray(fillvalue, dtype=x.dtype)
+            out = correlate_planes(backend, x - shift, w, out_shape, origin, "fill", 0, method,
+                                   scratch_bytes)
+            out += shift * w.sum()
             return out
     else:
         H, W = x.shape[-2:]
