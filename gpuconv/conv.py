@@ -4,6 +4,8 @@ section "Padding and Stride" (see ``docs/tutorial.md``)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -368,8 +370,6 @@ class _NCHWCall:
                    default="direct")
 
     def _finish(self, out: Any, work: np.dtype) -> Any:
-        if self.bias is not None:
-            out += to_work(self.backend, self.bias, work)[None, :, None, None]
         if self.unbatched:
             out = out[0]
         return out.astype(self.result_dtype, copy=False)
@@ -380,8 +380,9 @@ class _NCHWCall:
         if N == 0:
             out = self.backend.xp.zeros((0, self.cout) + self.out_hw, dtype=work)
             return self._finish(out, work)
+        bias = None if self.bias is None else to_work(self.backend, self.bias, work)
         out = self._compute(to_work(self.backend, self.input, work),
-                            to_work(self.backend, self.weight, work), method)
+                            to_work(self.backend, self.weight, work), method, bias)
         return self._finish(out, work)
 
     def check_memory(self) -> None:
@@ -401,7 +402,7 @@ class _NCHWCall:
         """(h, w) of what the kernels read, its description, and what to change if too big."""
         raise NotImplementedError
 
-    def _compute(self, x: Any, w: Any, method: str) -> Any:
+    def _compute(self, x: Any, w: Any, method: str, bias: Any) -> Any:
         raise NotImplementedError
 
 
@@ -426,9 +427,10 @@ class _Conv2dCall(_NCHWCall):
         return (padded, f"the input padded to {padded}",
                 "reduce padding, the input size or the batch (or use dask arrays: docs/dask.md)")
 
-    def _compute(self, x: Any, w: Any, method: str) -> Any:
-        return self.backend.conv2d(x, w, self.stride, self.pads, self.dilation, self.groups,
-                                   self.padding_mode, method, get_scratch_limit())
+    def _compute(self, x: Any, w: Any, method: str, bias: Any) -> Any:
+        return _with_bias(self.backend, "conv2d", bias, x, w, self.stride, self.pads,
+                          self.dilation, self.groups, self.padding_mode, method,
+                          get_scratch_limit())
 
 
 @dataclass(frozen=True)
@@ -458,10 +460,35 @@ class _ConvTransposeCall(_NCHWCall):
         return (canvas, f"its uncropped canvas {canvas}",  # type: ignore[return-value]
                 "reduce stride, dilation, the input size or the batch")
 
-    def _compute(self, x: Any, w: Any, method: str) -> Any:
-        return self.backend.conv_transpose2d(x, w, self.stride, self.padding, self.dilation,
-                                             self.groups, self.out_hw, method,
-                                             get_scratch_limit())
+    def _compute(self, x: Any, w: Any, method: str, bias: Any) -> Any:
+        return _with_bias(self.backend, "conv_transpose2d", bias, x, w, self.stride,
+                          self.padding, self.dilation, self.groups, self.out_hw, method,
+                          get_scratch_limit())
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_bias(cls: type, name: str) -> bool:
+    try:
+        params = inspect.signature(getattr(cls, name)).parameters
+    except (TypeError, ValueError):
+        return False
+    return "bias" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _with_bias(backend: Any, name: str, bias: Any, *args: Any) -> Any:
+    """``backend.<name>(*args)`` plus ``bias``: fused by the backend where it takes one.
+
+    A backend written before the ``bias`` keyword (or that leaves it out) still
+    works: the bias is then added here, in a separate pass.
+    """
+    kernel = getattr(backend, name)
+    if bias is None:
+        return kernel(*args)
+    if _takes_bias(type(backend), name):
+        return kernel(*args, bias=bias)
+    out = kernel(*args)
+    out += bias[None, :, None, None]
+    return out
 
 
 def _plan_conv2d(input: Any, weight: Any, bias: Any, stride: Any, padding: Any,

@@ -133,8 +133,12 @@ def test_launch_geometry_respects_grid_limits():
     assert launch.grid == (1, 1, 65535)
     launch = K.planes_launch((1, 3_000_000, 8), (3, 3), (3_000_000, 8), (1, 1), "fill", 0)
     assert launch.grid[1] == 65535
+    # Offsets into a plane are 64-bit: a plane of more than 2^31 pixels runs ...
+    launch = K.planes_launch((1, 70000, 70000), (3, 3), (70000, 70000), (1, 1), "fill", 0)
+    assert launch.grid == (2188, 2188, 1)
+    # ... but a coordinate along one axis (plus a tile and the kernel) is an int.
     with pytest.raises(ValueError, match="32-bit index range"):
-        K.planes_launch((1, 70000, 70000), (3, 3), (70000, 70000), (1, 1), "fill", 0)
+        K.planes_launch((1, 1, 2**31 - 60), (1, 3), (1, 2**31 - 60), (0, 1), "fill", 0)
 
 
 @pytest.mark.parametrize("defines, failure", [
@@ -142,16 +146,24 @@ def test_launch_geometry_respects_grid_limits():
     (("GPUCONV_PLANT_MISSING_BARRIER",), "missing __syncthreads after the tile load"),
 ])
 def test_planted_bug_is_caught(rng, defines, failure):
-    """The emulator test above fails on a kernel with a planted bug: it can see bugs."""
+    """The emulator tests fail on a kernel with a planted bug: they can see bugs."""
     buggy = Emulator("correlate_planes.cu", defines=defines)
     caught = 0
     for boundary in ("fill", "symm"):
-        got, want = planes_case(buggy, rng, np.float32, 2, 40, 45, 3, 5, "same", boundary)
         try:
+            got, want = planes_case(buggy, rng, np.float32, 2, 40, 45, 3, 5, "same", boundary)
             assert_close(got, want, np.float32)
-        except AssertionError:
+        except (AssertionError, kernel_emulator.EmulatorError):
             caught += 1
     assert caught == 2, f"the emulator comparison missed a planted {failure}"
+
+
+def test_thread_orders_expose_a_race(rng):
+    """Without the barrier a thread may read tile entries before another thread has
+    stored them; the two thread orders then disagree, whatever the oracle says."""
+    racy = Emulator("correlate_planes.cu", defines=("GPUCONV_PLANT_MISSING_BARRIER",))
+    with pytest.raises(kernel_emulator.EmulatorError, match="depends on scheduling"):
+        planes_case(racy, rng, np.float32, 1, 20, 20, 3, 3, "same", "fill")
 
 
 def test_emulator_barrier_is_real(planes_emu, rng):

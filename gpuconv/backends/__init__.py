@@ -7,6 +7,12 @@ An op never asks which library it runs on.  It asks the backend for
 * its kernels: the methods below, which receive validated, contiguous arrays
   of the working dtype and return the backend's arrays.
 
+``conv2d`` and ``conv_transpose2d`` take an optional ``bias`` (C_out,) in the
+working dtype and return the output with it added, so that a kernel that
+writes the output can add it in the same pass.  ``conv2d_weight_grad``
+returns :data:`NotImplemented` for the cases it has no native algorithm for;
+the caller then falls back to a ``conv2d`` of the swapped arrays.
+
 :class:`ArrayBackend` implements every kernel with the generic ``xp`` code of
 :mod:`gpuconv.backends._generic`; a backend overrides what it can do faster.
 Register a new backend with :func:`gpuconv.register_backend`.
@@ -15,6 +21,8 @@ Register a new backend with :func:`gpuconv.register_backend`.
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from . import _generic, _pool
 
@@ -77,13 +85,25 @@ class Backend(Protocol):
 
     def conv2d(self, x: Any, w: Any, stride: tuple[int, int],
                pads: tuple[int, int, int, int], dilation: tuple[int, int], groups: int,
-               padding_mode: str, method: str, scratch_bytes: int) -> Any:
-        """:func:`gpuconv.conv2d` of a 4-D input, with padding ``(top, bottom, left, right)``."""
+               padding_mode: str, method: str, scratch_bytes: int,
+               bias: Any = None) -> Any:
+        """:func:`gpuconv.conv2d` of a 4-D input, with padding ``(top, bottom, left, right)``.
+
+        ``bias`` (C_out,), when given, is added to the output (fused into the
+        output pass where a kernel writes it).
+        """
 
     def conv_transpose2d(self, x: Any, w: Any, stride: tuple[int, int],
                          padding: tuple[int, int], dilation: tuple[int, int], groups: int,
-                         out_hw: tuple[int, int], method: str, scratch_bytes: int) -> Any:
-        """:func:`gpuconv.conv_transpose2d` of a 4-D input into ``out_hw`` outputs."""
+                         out_hw: tuple[int, int], method: str, scratch_bytes: int,
+                         bias: Any = None) -> Any:
+        """:func:`gpuconv.conv_transpose2d` of a 4-D input into ``out_hw`` outputs (+ ``bias``)."""
+
+    def conv2d_weight_grad(self, x: Any, grad_out: Any, kernel_hw: tuple[int, int],
+                           stride: tuple[int, int], pads: tuple[int, int, int, int],
+                           dilation: tuple[int, int], groups: int, padding_mode: str,
+                           method: str, scratch_bytes: int) -> Any:
+        """The weight gradient of a conv2d, or ``NotImplemented`` to let gpuconv.nn compute it."""
 
     def max_pool2d(self, x: Any, kernel: tuple[int, int], stride: tuple[int, int],
                    pads: tuple[int, int, int, int], dilation: tuple[int, int],
@@ -186,36 +206,63 @@ class ArrayBackend:
         raise _unimplemented(self, method)
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
-               scratch_bytes):
+               scratch_bytes, bias=None):
         xpad = _generic.pad_nchw(self.xp, x, pads, padding_mode)
         Ho = (xpad.shape[2] - dilation[0] * (w.shape[2] - 1) - 1) // stride[0] + 1
         Wo = (xpad.shape[3] - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
         if method == "direct":
-            return _generic.conv2d_direct(self.xp, xpad, w, stride, dilation, groups, (Ho, Wo))
-        if method == "gemm":
-            return _generic.conv2d_gemm(self.xp, xpad, w, stride, dilation, groups, (Ho, Wo),
-                                        scratch_bytes)
-        if method in ("fft", "overlap-add"):
+            out = _generic.conv2d_direct(self.xp, xpad, w, stride, dilation, groups, (Ho, Wo))
+        elif method == "gemm":
+            out = _generic.conv2d_gemm(self.xp, xpad, w, stride, dilation, groups, (Ho, Wo),
+                                       scratch_bytes)
+        elif method in ("fft", "overlap-add"):
             from .. import _fft
 
-            return _fft.conv2d(self, xpad, w, stride, dilation, groups, (Ho, Wo), method,
-                               scratch_bytes)
-        raise _unimplemented(self, method)
+            out = _fft.conv2d(self, xpad, w, stride, dilation, groups, (Ho, Wo), method,
+                              scratch_bytes)
+        else:
+            raise _unimplemented(self, method)
+        return _generic.add_bias(out, bias)
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
-                         scratch_bytes):
+                         scratch_bytes, bias=None):
         if method == "direct":
-            return _generic.conv_transpose2d_direct(self.xp, x, w, stride, padding, dilation,
-                                                    groups, out_hw)
-        if method == "gemm":
-            return _generic.conv_transpose2d_gemm(self.xp, x, w, stride, padding, dilation,
-                                                  groups, out_hw, scratch_bytes)
-        if method in ("fft", "overlap-add"):
+            out = _generic.conv_transpose2d_direct(self.xp, x, w, stride, padding, dilation,
+                                                   groups, out_hw)
+        elif method == "gemm":
+            out = _generic.conv_transpose2d_gemm(self.xp, x, w, stride, padding, dilation,
+                                                 groups, out_hw, scratch_bytes)
+        elif method in ("fft", "overlap-add"):
             from .. import _fft
 
-            return _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
-                                         method, scratch_bytes)
-        raise _unimplemented(self, method)
+            out = _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
+                                        method, scratch_bytes)
+        else:
+            raise _unimplemented(self, method)
+        return _generic.add_bias(out, bias)
+
+    def conv2d_weight_grad(self, x, grad_out, kernel_hw, stride, pads, dilation, groups,
+                           padding_mode, method, scratch_bytes):
+        """Gradient of ``conv2d`` with respect to its weight, or ``NotImplemented``.
+
+        With ``method='auto'``, small strides and float32/float64: ``kh * kw``
+        matrix products over the row-pitched input
+        (:func:`._generic.conv2d_weight_grad_rowpitched`; it costs the same at
+        any stride, so past ``stride[0] * stride[1] == 4`` the caller's
+        ``conv2d`` of the swapped arrays, whose work falls with the stride's
+        square, wins).
+        """
+        if (method != "auto" or stride[0] * stride[1] > 4
+                or np.dtype(x.dtype) not in (np.dtype(np.float32), np.dtype(np.float64))):
+            return NotImplemented
+        _, _, Ho, Wo = grad_out.shape
+        kh, kw = kernel_hw
+        need_h = dilation[0] * (kh - 1) + stride[0] * (Ho - 1) + 1
+        need_w = dilation[1] * (kw - 1) + stride[1] * (Wo - 1) + 1
+        # Rows past need_h are never read (they are the remainder of the stride).
+        xpad = _generic.pad_nchw(self.xp, x, pads, padding_mode)[:, :, :need_h, :need_w]
+        return _generic.conv2d_weight_grad_rowpitched(self.xp, xpad, grad_out, kernel_hw,
+                                                      stride, dilation, groups, scratch_bytes)
 
     def max_pool2d(self, x, kernel, stride, pads, dilation, out_hw, taps):
         return _pool.max_pool2d(self.xp, x, kernel, stride, pads, dilation, out_hw, taps)

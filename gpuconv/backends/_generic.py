@@ -26,6 +26,8 @@ __all__ = [
     "conv2d_gemm",
     "conv_transpose2d_direct",
     "conv_transpose2d_gemm",
+    "conv2d_weight_grad_rowpitched",
+    "add_bias",
     "rows_per_chunk",
 ]
 
@@ -209,3 +211,58 @@ def conv_transpose2d_gemm(xp: Any, x: Any, w: Any, stride: tuple[int, int],
     Ho, Wo = out_hw
     out = canvas[:, :, :, padding[0]:padding[0] + Ho, padding[1]:padding[1] + Wo]
     return xp.ascontiguousarray(out.reshape(N, G * Coutg, Ho, Wo))
+
+
+def conv2d_weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any,
+                                  kernel_hw: tuple[int, int], stride: tuple[int, int],
+                                  dilation: tuple[int, int], groups: int,
+                                  scratch_bytes: int) -> Any:
+    """The weight gradient of ``conv2d`` as ``kh * kw`` matrix products over row-pitched
+    images; ``xpad`` is the padded input cropped to the rows and columns the taps read.
+
+    Lay the padded input out channel-major, ``(C, N*Hp*Wp)``, and scatter the
+    output gradient onto a zero canvas of the same pitch at the pixels its
+    taps start from, ``(O, N*Hp*Wp)``.  Tap ``(u, v)`` then reads the input
+    shifted by ``u*dh*Wp + v*dw`` along that flat axis, so
+    ``dw[:, :, u, v] = canvas @ x_cm[:, shift:shift + P].T``: one GEMM per tap
+    on a strided view, no column buffer.  Positions where a window would
+    straddle two rows or images meet zeros on the canvas.  This is the
+    correlation ``conv2d`` computes for the swapped arrays, looped over its
+    (few) output positions instead of its (many) kernel taps.
+    """
+    N, C, Hp, Wp = xpad.shape
+    _, O, Ho, Wo = grad_out.shape
+    kh, kw = kernel_hw
+    G, Cg, Og = groups, C // groups, O // groups
+    flat = N * Hp * Wp
+    x_cm = xp.ascontiguousarray(xpad.transpose(1, 0, 2, 3)).reshape(G, Cg, flat)
+    canvas = xp.zeros((O, N, Hp, Wp), dtype=xpad.dtype)
+    canvas[:, :, :stride[0] * (Ho - 1) + 1:stride[0], :stride[1] * (Wo - 1) + 1:stride[1]] = \
+        grad_out.transpose(1, 0, 2, 3)
+    reach = dilation[0] * (kh - 1) * Wp + dilation[1] * (kw - 1)
+    P = flat - reach
+    canvas = canvas.reshape(G, Og, flat)[:, :, :P]
+    if Cg < Og and Cg * kh * kw * P * xpad.dtype.itemsize <= scratch_bytes:
+        # Few input channels make each tap's product skinny and re-read the
+        # whole canvas; stacking the shifted views into one (small) column
+        # buffer reads it once (3 -> 16 channels, 5x5: 2.8x faster measured).
+        cols = xp.empty((G, Cg, kh, kw, P), dtype=xpad.dtype)
+        for u in range(kh):
+            for v in range(kw):
+                shift = u * dilation[0] * Wp + v * dilation[1]
+                cols[:, :, u, v] = x_cm[:, :, shift:shift + P]
+        out = xp.matmul(canvas, cols.reshape(G, Cg * kh * kw, P).transpose(0, 2, 1))
+        return out.reshape(O, Cg, kh, kw)
+    out = xp.empty((G, Og, Cg, kh, kw), dtype=xpad.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            shift = u * dilation[0] * Wp + v * dilation[1]
+            out[:, :, :, u, v] = xp.matmul(canvas, x_cm[:, :, shift:shift + P].transpose(0, 2, 1))
+    return out.reshape(O, Cg, kh, kw)
+
+
+def add_bias(out: Any, bias: Any) -> Any:
+    """``out`` (N, C_out, H, W) plus ``bias`` (C_out,) per channel, in place; ``None`` adds nothing."""
+    if bias is not None:
+        out += bias.reshape(1, -1, 1, 1)
+    return out

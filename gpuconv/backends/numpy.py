@@ -376,14 +376,15 @@ class NumpyBackend(ArrayBackend):
 
     @_quiet
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
-               scratch_bytes):
+               scratch_bytes, bias=None):
         if method not in ("direct", "gemm"):
             return super().conv2d(x, w, stride, pads, dilation, groups, padding_mode, method,
-                                  scratch_bytes)
+                                  scratch_bytes, bias)
         xpad = np.ascontiguousarray(_generic.pad_nchw(np, x, pads, padding_mode))
         Ho = (xpad.shape[2] - dilation[0] * (w.shape[2] - 1) - 1) // stride[0] + 1
         Wo = (xpad.shape[3] - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
-        return self._conv(xpad, w, stride, dilation, groups, (Ho, Wo), method, scratch_bytes)
+        out = self._conv(xpad, w, stride, dilation, groups, (Ho, Wo), method, scratch_bytes)
+        return _generic.add_bias(out, bias)
 
     def _conv(self, xpad, w, stride, dilation, groups, out_hw, method, scratch_bytes):
         if method == "gemm":
@@ -395,9 +396,10 @@ class NumpyBackend(ArrayBackend):
 
     @_quiet
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
-                         scratch_bytes):
+                         scratch_bytes, bias=None):
         if method not in ("direct", "gemm") or stride != (1, 1):
             return super().conv_transpose2d(x, w, stride, padding, dilation, groups, out_hw,
-                                            method, scratch_bytes)
+                                            method, scratch_bytes, bias)
         xe, wf = conv_transpose_as_conv(x, w, padding, dilation, groups, out_hw)
-        return self._conv(xe, wf, (1, 1), dilation, groups, out_hw, method, scratch_bytes)
+        out = self._conv(xe, wf, (1, 1), dilation, groups, out_hw, method, scratch_bytes)
+        return _generic.add_bias(out, bias)

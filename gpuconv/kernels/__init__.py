@@ -36,6 +36,12 @@ __all__ = [
     "planes_launch",
     "conv2d_launch",
     "conv_transpose2d_launch",
+    "im2col_launch",
+    "col2im_launch",
+    "ColumnChunk",
+    "ColumnPlan",
+    "im2col_plan",
+    "col2im_plan",
     "get_function",
 ]
 
@@ -43,6 +49,7 @@ __all__ = [
 KERNELS: dict[str, tuple[str, ...]] = {
     "correlate_planes.cu": ("correlate_planes",),
     "conv2d.cu": ("conv2d_nchw", "conv_transpose2d_nchw"),
+    "im2col.cu": ("im2col", "col2im"),
 }
 
 # Working dtype -> the template argument (see _common.cuh).
@@ -54,8 +61,11 @@ TYPENAMES: dict[np.dtype, str] = {
     np.dtype(np.complex128): "gc_complex128",
 }
 
-BOUNDARY_CODES = {"fill": 0, "wrap": 1, "symm": 2}
+# How an axis is extended past its edges (gc_source_index in _common.cuh):
+# SciPy's boundaries and PyTorch's padding modes share one set of codes.
+BOUNDARY_CODES = {"fill": 0, "wrap": 3, "symm": 4}
 PADDING_CODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+EXTEND_CODES = {**PADDING_CODES, **BOUNDARY_CODES}
 
 # Language options only: CuPy adds the target architecture for the device.
 COMPILE_OPTIONS: tuple[str, ...] = ("-std=c++17",)
@@ -65,6 +75,7 @@ COMPILE_OPTIONS: tuple[str, ...] = ("-std=c++17",)
 VARIANTS: dict[str, tuple[str, ...]] = {
     "correlate_planes.cu": ("GC_UNSTAGED_LOADS",),
     "conv2d.cu": (),
+    "im2col.cu": (),
 }
 
 # Mirrors of the .cu #defines (a test checks they agree).
@@ -72,6 +83,7 @@ PLANES_BLOCK = (32, 8, 1)      # (GC_TW, GC_BY)
 PLANES_TILE = (32, 32)         # (GC_TH, GC_TW) outputs per block
 CONV_THREADS = 128             # GC_CONV_THREADS
 CONV_CHANNELS_PER_THREAD = 8   # GC_COB
+COL_THREADS = 128              # GC_COL_THREADS
 
 # CUDA's grid limits (x, y, z).
 GRID_LIMITS = (2**31 - 1, 65535, 65535)
@@ -116,14 +128,23 @@ def name_expressions(filename: str) -> list[str]:
 class Launch:
     """Grid, block and argument values of one kernel launch.
 
-    ``args`` are Python ints and floats in the kernel's parameter order after
-    the three pointers (input, weights, output); the CuPy backend turns them
-    into ``int32``/``float64`` scalars, the test emulator into C ints/doubles.
+    ``args`` are the kernel's scalar parameters, in order, after its array
+    pointers: a Python ``int`` for a C ``int``, a Python ``float`` for a
+    ``double`` and a ``numpy.int64`` for a ``long long``.  :attr:`scalars` is
+    the same tuple as the NumPy scalars CuPy passes by value, converted once
+    per launch geometry (the geometry functions are cached, so a repeated call
+    shape reuses both).
     """
 
     grid: tuple[int, int, int]
     block: tuple[int, int, int]
-    args: tuple[int | float, ...]
+    args: tuple[int | float | np.int64, ...]
+
+    @functools.cached_property
+    def scalars(self) -> tuple[np.generic, ...]:
+        return tuple(a if isinstance(a, np.generic)
+                     else np.int32(a) if isinstance(a, int) else np.float64(a)
+                     for a in self.args)
 
 
 def _grid(x: int, y: int, z: int, limits: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -135,11 +156,18 @@ def _grid(x: int, y: int, z: int, limits: tuple[int, int, int]) -> tuple[int, in
 
 
 def _check_int32(what: str, *values: int) -> None:
+    """Refuse what a kernel's ``int`` coordinates cannot hold.
+
+    Offsets into buffers are 64-bit in every kernel; what stays ``int`` is a
+    coordinate along one axis (with the kernel's reach and the block tile
+    added) and the pixel index within one plane or band.
+    """
     if max(values) > _INT32_MAX:
         raise ValueError(f"{what} {max(values)} exceeds the kernels' 32-bit index range; "
-                         "split the input or use method='gemm'")
+                         "split the input or use method='fft'")
 
 
+@functools.lru_cache(maxsize=1024)
 def planes_launch(x_shape: tuple[int, int, int], w_shape: tuple[int, int],
                   out_shape: tuple[int, int], origin: tuple[int, int], boundary: str,
                   fillvalue: Any, grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
@@ -156,8 +184,10 @@ def planes_launch(x_shape: tuple[int, int, int], w_shape: tuple[int, int],
     kh, kw = w_shape
     oh, ow = out_shape
     top, left = origin
-    _check_int32("plane size", H * W, oh * ow, kh * kw)
     th, tw = PLANES_TILE
+    # Coordinates reach up to two tiles and the kernel past the output's edge.
+    _check_int32("plane extent", H, W, oh + kh + 2 * th + abs(top),
+                 ow + kw + 2 * tw + abs(left))
     grid = _grid(-(-ow // tw), -(-oh // th), B, grid_limits)
     fill = complex(fillvalue)
     args = (B, H, W, kh, kw, oh, ow, top, left, BOUNDARY_CODES[boundary], fill.real, fill.imag)
@@ -170,6 +200,7 @@ def _conv_grid(N: int, Cout: int, groups: int, Ho: int, Wo: int,
     return _grid(-(-(Ho * Wo) // CONV_THREADS), groups * cblocks, N, grid_limits)
 
 
+@functools.lru_cache(maxsize=1024)
 def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, int, int],
                   stride: tuple[int, int], pads: tuple[int, int, int, int],
                   dilation: tuple[int, int], groups: int, padding_mode: str,
@@ -186,6 +217,7 @@ def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, i
     return Launch(grid, (CONV_THREADS, 1, 1), args)
 
 
+@functools.lru_cache(maxsize=1024)
 def conv_transpose2d_launch(x_shape: tuple[int, int, int, int],
                             w_shape: tuple[int, int, int, int], stride: tuple[int, int],
                             padding: tuple[int, int], dilation: tuple[int, int], groups: int,
@@ -201,6 +233,183 @@ def conv_transpose2d_launch(x_shape: tuple[int, int, int, int],
     args = (N, C, H, W, Cout, kh, kw, Ho, Wo, stride[0], stride[1], padding[0], padding[1],
             dilation[0], dilation[1], groups)
     return Launch(grid, (CONV_THREADS, 1, 1), args)
+
+
+def _col_grid(pixels: int, channels: int, images: int,
+              grid_limits: tuple[int, int, int]) -> tuple[int, int, int]:
+    return _grid(-(-pixels // COL_THREADS), channels, images, grid_limits)
+
+
+@functools.lru_cache(maxsize=1024)
+def im2col_launch(x_shape: tuple[int, int, int, int], kernel_hw: tuple[int, int],
+                  stride: tuple[int, int], origin: tuple[int, int],
+                  dilation: tuple[int, int], rows: tuple[int, int], out_w: int, mode: str,
+                  fillvalue: Any = 0, layout: str = "image-major",
+                  grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
+    """Launch of ``im2col`` for images ``x_shape = (n, C, H, W)`` and output rows ``rows``.
+
+    ``origin`` is the (top, left) padding; ``mode`` a key of
+    :data:`PADDING_CODES` or :data:`BOUNDARY_CODES` (``fillvalue`` is the
+    constant).  ``layout`` ``'image-major'`` writes (n, C*kh*kw, P) columns,
+    ``'tap-major'`` (C*kh*kw, n, P), where P = (rows[1] - rows[0]) * out_w.
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> launch = kernels.im2col_launch((2, 64, 56, 56), (3, 3), (1, 1), (1, 1), (1, 1),
+    ...                                (0, 56), 56, "zeros")
+    >>> launch.grid, launch.block   # pixels, channels, images
+    ((25, 64, 2), (128, 1, 1))
+    """
+    n, C, H, W = x_shape
+    kh, kw = kernel_hw
+    r0, r1 = rows
+    P = (r1 - r0) * out_w
+    _check_int32("band of output pixels", P)
+    _check_int32("input extent", H, W, (r1 - 1) * stride[0] + (kh - 1) * dilation[0]
+                 + abs(origin[0]), (out_w - 1) * stride[1] + (kw - 1) * dilation[1]
+                 + abs(origin[1]))
+    if layout == "image-major":
+        image_stride, tap_stride = C * kh * kw * P, P
+    elif layout == "tap-major":
+        image_stride, tap_stride = P, n * P
+    else:
+        raise ValueError(f"layout must be 'image-major' or 'tap-major'; got {layout!r}")
+    fill = complex(fillvalue)
+    args = (n, C, H, W, kh, kw, out_w, r0, r1 - r0, stride[0], stride[1], origin[0],
+            origin[1], dilation[0], dilation[1], EXTEND_CODES[mode], fill.real, fill.imag,
+            np.int64(image_stride), np.int64(tap_stride))
+    return Launch(_col_grid(P, C, n, grid_limits), (COL_THREADS, 1, 1), args)
+
+
+@functools.lru_cache(maxsize=1024)
+def col2im_launch(n: int, channels: int, in_w: int, kernel_hw: tuple[int, int],
+                  stride: tuple[int, int], padding: tuple[int, int],
+                  dilation: tuple[int, int], out_hw: tuple[int, int],
+                  out_rows: tuple[int, int], in_rows: tuple[int, int], accumulate: bool,
+                  grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
+    """Launch of ``col2im``: output rows ``out_rows`` gather from input rows ``in_rows``."""
+    kh, kw = kernel_hw
+    Ho, Wo = out_hw
+    o0, o1 = out_rows
+    i0, i1 = in_rows
+    P = (o1 - o0) * Wo
+    _check_int32("band of output pixels", P)
+    _check_int32("output extent", Ho + padding[0] + (kh - 1) * dilation[0],
+                 Wo + padding[1] + (kw - 1) * dilation[1], i1 * stride[0], in_w * stride[1])
+    args = (n, channels, in_w, kh, kw, Ho, Wo, o0, o1 - o0, i0, i1 - i0, stride[0],
+            stride[1], padding[0], padding[1], dilation[0], dilation[1], int(accumulate))
+    return Launch(_col_grid(P, channels, n, grid_limits), (COL_THREADS, 1, 1), args)
+
+
+@dataclass(frozen=True)
+class ColumnChunk:
+    """Images ``[n0, n1)`` and rows ``[r0, r1)`` of one column buffer, and its launches.
+
+    For :func:`im2col_plan` the rows are output rows and ``launches`` is the
+    one ``im2col``; for :func:`col2im_plan` they are input rows and
+    ``launches`` the ``col2im`` gather of that band.
+    """
+
+    n0: int
+    n1: int
+    r0: int
+    r1: int
+    launches: tuple[Launch, ...]
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Chunks covering every image and row, and the column buffer they share."""
+
+    chunks: tuple[ColumnChunk, ...]
+    cols_elements: int
+
+
+def _bands(N: int, rows: int, per_row: int, budget: int,
+           max_rows: int) -> list[tuple[int, int, int, int]]:
+    """(n0, n1, r0, r1): whole images while ``budget`` bytes allow, else row bands of one."""
+    per_image = per_row * rows
+    if per_image <= budget:
+        images = _even_split(N, max(1, budget // max(per_image, 1)))
+        return [(n, min(N, n + images), 0, rows) for n in range(0, N, images)]
+    band = _even_split(rows, max(1, min(max_rows, budget // max(per_row, 1))))
+    return [(n, n + 1, r, min(rows, r + band)) for n in range(N) for r in range(0, rows, band)]
+
+
+def _even_split(total: int, most: int) -> int:
+    """Chunk length at most ``most`` that splits ``total`` into equal chunks (but the last)."""
+    count = -(-total // most)
+    return -(-total // count)
+
+
+@functools.lru_cache(maxsize=256)
+def im2col_plan(x_shape: tuple[int, int, int, int], kernel_hw: tuple[int, int],
+                stride: tuple[int, int], origin: tuple[int, int],
+                dilation: tuple[int, int], out_hw: tuple[int, int], mode: str,
+                itemsize: int, scratch_bytes: int, fillvalue: Any = 0,
+                layout: str = "image-major", extra_per_pixel: int = 0) -> ColumnPlan:
+    """Chunks of ``im2col`` columns, each at most ``scratch_bytes``.
+
+    Whole images while one image's columns (plus ``extra_per_pixel`` elements
+    per output pixel of other scratch the caller needs) fit, else bands of
+    output rows of one image, at least one row each.
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> plan = kernels.im2col_plan((8, 64, 56, 56), (3, 3), (1, 1), (1, 1), (1, 1),
+    ...                            (56, 56), "zeros", 4, 2**24)
+    >>> [(c.n0, c.n1) for c in plan.chunks], plan.cols_elements   # 7 MiB per image
+    ([(0, 2), (2, 4), (4, 6), (6, 8)], 3612672)
+    >>> plan = kernels.im2col_plan((1, 64, 56, 56), (3, 3), (1, 1), (1, 1), (1, 1),
+    ...                            (56, 56), "zeros", 4, 2**21)
+    >>> [(c.r0, c.r1) for c in plan.chunks]                       # rows of one image
+    [(0, 14), (14, 28), (28, 42), (42, 56)]
+    """
+    N, C, H, W = x_shape
+    kh, kw = kernel_hw
+    Ho, Wo = out_hw
+    per_row = (C * kh * kw + extra_per_pixel) * Wo * itemsize
+    chunks, biggest = [], 0
+    for n0, n1, r0, r1 in _bands(N, Ho, per_row, scratch_bytes, _INT32_MAX // max(Wo, 1)):
+        launch = im2col_launch((n1 - n0, C, H, W), kernel_hw, stride, origin, dilation,
+                               (r0, r1), Wo, mode, fillvalue, layout)
+        chunks.append(ColumnChunk(n0, n1, r0, r1, (launch,)))
+        biggest = max(biggest, (n1 - n0) * C * kh * kw * (r1 - r0) * Wo)
+    return ColumnPlan(tuple(chunks), biggest)
+
+
+@functools.lru_cache(maxsize=256)
+def col2im_plan(x_shape: tuple[int, int, int, int], out_channels: int,
+                kernel_hw: tuple[int, int], stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int],
+                out_hw: tuple[int, int], itemsize: int, scratch_bytes: int) -> ColumnPlan:
+    """Chunks of a transposed convolution's columns (C_out*kh*kw, input pixels).
+
+    Whole images while one image's columns fit in ``scratch_bytes``, else
+    bands of input rows of one image; a band's gather covers the output rows
+    it reaches, the first band's every row (it writes the bias, or zero, where
+    no input reaches).
+    """
+    N, _, H, W = x_shape
+    kh, kw = kernel_hw
+    Ho, Wo = out_hw
+    per_row = out_channels * kh * kw * W * itemsize
+    chunks, biggest = [], 0
+    for n0, n1, i0, i1 in _bands(N, H, per_row, scratch_bytes, _INT32_MAX // max(W, 1)):
+        if i0 == 0:
+            o0, o1 = 0, Ho
+        else:
+            o0 = max(0, i0 * stride[0] - padding[0])
+            o1 = min(Ho, (i1 - 1) * stride[0] + (kh - 1) * dilation[0] - padding[0] + 1)
+        launches = ()
+        if o1 > o0:
+            launches = (col2im_launch(n1 - n0, out_channels, W, kernel_hw, stride, padding,
+                                      dilation, out_hw, (o0, o1), (i0, i1), i0 > 0),)
+        chunks.append(ColumnChunk(n0, n1, i0, i1, launches))
+        biggest = max(biggest, (n1 - n0) * out_channels * kh * kw * (i1 - i0) * W)
+    return ColumnPlan(tuple(chunks), biggest)
 
 
 _modules: dict[tuple[str, int, tuple[str, ...]], Any] = {}

@@ -2,9 +2,9 @@
 //
 //   out[b, i, j] = sum_{u, v} ext[b, i - top + u, j - left + v] * w[u, v]
 //
-// where ext is the plane extended by the boundary rule (0 fill, 1 wrap,
-// 2 symm, with numpy.pad 'constant'/'wrap'/'symmetric' semantics, any number
-// of periods away).  Every SciPy mode is one (out_shape, origin) pair; the
+// where ext is the plane extended by the boundary rule (gc_source_index's
+// codes: 0 fill, 3 wrap, 4 symm, i.e. numpy.pad 'constant'/'wrap'/'symmetric',
+// any number of periods away).  Every SciPy mode is one (out_shape, origin) pair; the
 // front door has already flipped or conjugated w.
 //
 // One block computes a GC_TH x GC_TW tile of one plane: blockDim is
@@ -25,24 +25,6 @@
 #define GC_LR ((GC_TH + GC_KC - 1 + GC_BY - 1) / GC_BY)
 #define GC_LC ((GC_TW + GC_KC - 1 + GC_TW - 1) / GC_TW)
 
-// Index into a plane of length n for position i of the extended plane, or -1
-// where the fill value applies.
-__device__ __forceinline__ int gc_boundary_index(int i, int n, int boundary) {
-    if (i >= 0 && i < n) return i;
-    if (boundary == 1) {
-        int m = i % n;
-        return m < 0 ? m + n : m;
-    }
-    if (boundary == 2) {
-        // Mirrored with the edge repeated: period 2n.
-        const int p = 2 * n;
-        int m = i % p;
-        if (m < 0) m += p;
-        return m < n ? m : p - 1 - m;
-    }
-    return -1;
-}
-
 template <typename T>
 __global__ void __launch_bounds__(GC_THREADS)
 correlate_planes(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ out,
@@ -57,7 +39,8 @@ correlate_planes(const T* __restrict__ x, const T* __restrict__ w, T* __restrict
     const int tx = threadIdx.x;
     const int ty = threadIdx.y;
     const int tid = ty * GC_TW + tx;
-    const int tiles_y = (oh + GC_TH - 1) / GC_TH;
+    // Not (oh + GC_TH - 1) / GC_TH: that overflows for oh near 2^31.
+    const int tiles_y = oh / GC_TH + (oh % GC_TH != 0);
     const int j0 = blockIdx.x * GC_TW;
 
     for (int b = blockIdx.z; b < B; b += gridDim.z) {
@@ -88,9 +71,9 @@ correlate_planes(const T* __restrict__ x, const T* __restrict__ w, T* __restrict
                     // Variant kept for measurement: fewer registers (higher
                     // occupancy), but about one global load in flight per thread.
                     for (int r = ty; r < rows; r += GC_BY) {
-                        const int gi = gc_boundary_index(i0 - top + cu + r, H, boundary);
+                        const int gi = gc_source_index(i0 - top + cu + r, H, boundary);
                         for (int c = tx; c < cols; c += GC_TW) {
-                            const int gj = gc_boundary_index(j0 - left + cv + c, W, boundary);
+                            const int gj = gc_source_index(j0 - left + cv + c, W, boundary);
                             tile[r][c] = (gi < 0 || gj < 0)
                                 ? fill : tr::load(xb[(size_t)gi * W + gj]);
                         }
@@ -102,11 +85,11 @@ correlate_planes(const T* __restrict__ x, const T* __restrict__ w, T* __restrict
 #pragma unroll
                     for (int rr = 0; rr < GC_LR; ++rr) {
                         const int r = ty + rr * GC_BY;
-                        const int gi = gc_boundary_index(i0 - top + cu + r, H, boundary);
+                        const int gi = gc_source_index(i0 - top + cu + r, H, boundary);
 #pragma unroll
                         for (int cc = 0; cc < GC_LC; ++cc) {
                             const int c = tx + cc * GC_TW;
-                            const int gj = gc_boundary_index(j0 - left + cv + c, W, boundary);
+                            const int gj = gc_source_index(j0 - left + cv + c, W, boundary);
                             staged[rr][cc] = (r < rows && c < cols && gi >= 0 && gj >= 0)
                                 ? tr::load(xb[(size_t)gi * W + gj]) : fill;
                         }

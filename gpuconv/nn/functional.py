@@ -38,10 +38,6 @@ __all__ = [
     "conv2d_input_grad",
 ]
 
-# Dtypes the row-pitched weight gradient multiplies in directly (float16 goes
-# through conv2d, which accumulates it in float32).
-_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 _XP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
                 "circular": "wrap"}
 
@@ -170,52 +166,6 @@ def _needed(size_out: int, k: int, s: int, d: int) -> int:
     return d * (k - 1) + s * (size_out - 1) + 1
 
 
-def _weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any, kernel_hw: tuple[int, int],
-                            stride: tuple[int, int], dilation: tuple[int, int],
-                            groups: int) -> Any:
-    """The weight gradient as ``kh * kw`` matrix products over row-pitched images.
-
-    Lay the padded input out channel-major, ``(C, N*Hp*Wp)``, and scatter the
-    output gradient onto a zero canvas of the same pitch at the pixels its
-    taps start from, ``(O, N*Hp*Wp)``.  Tap ``(u, v)`` then reads the input
-    shifted by ``u*dh*Wp + v*dw`` along that flat axis, so
-    ``dw[:, :, u, v] = canvas @ x_cm[:, shift:shift + P].T``: one GEMM per tap
-    on a strided view, no column buffer.  Positions where a window would
-    straddle two rows or images meet zeros on the canvas.  This is the
-    correlation ``conv2d`` computes for the swapped arrays, looped over its
-    (few) output positions instead of its (many) kernel taps.
-    """
-    N, C, Hp, Wp = xpad.shape
-    _, O, Ho, Wo = grad_out.shape
-    kh, kw = kernel_hw
-    G, Cg, Og = groups, C // groups, O // groups
-    flat = N * Hp * Wp
-    x_cm = xp.ascontiguousarray(xpad.transpose(1, 0, 2, 3)).reshape(G, Cg, flat)
-    canvas = xp.zeros((O, N, Hp, Wp), dtype=xpad.dtype)
-    canvas[:, :, :stride[0] * (Ho - 1) + 1:stride[0], :stride[1] * (Wo - 1) + 1:stride[1]] = \
-        grad_out.transpose(1, 0, 2, 3)
-    reach = dilation[0] * (kh - 1) * Wp + dilation[1] * (kw - 1)
-    P = flat - reach
-    canvas = canvas.reshape(G, Og, flat)[:, :, :P]
-    if Cg < Og and Cg * kh * kw * P * xpad.dtype.itemsize <= get_scratch_limit():
-        # Few input channels make each tap's product skinny and re-read the
-        # whole canvas; stacking the shifted views into one (small) column
-        # buffer reads it once (3 -> 16 channels, 5x5: 2.8x faster measured).
-        cols = xp.empty((G, Cg, kh, kw, P), dtype=xpad.dtype)
-        for u in range(kh):
-            for v in range(kw):
-                shift = u * dilation[0] * Wp + v * dilation[1]
-                cols[:, :, u, v] = x_cm[:, :, shift:shift + P]
-        out = xp.matmul(canvas, cols.reshape(G, Cg * kh * kw, P).transpose(0, 2, 1))
-        return out.reshape(O, Cg, kh, kw)
-    out = xp.empty((G, Og, Cg, kh, kw), dtype=xpad.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            shift = u * dilation[0] * Wp + v * dilation[1]
-            out[:, :, :, u, v] = xp.matmul(canvas, x_cm[:, :, shift:shift + P].transpose(0, 2, 1))
-    return out.reshape(O, Cg, kh, kw)
-
-
 def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
                        stride: tuple[int, int], pads: tuple[int, int, int, int],
                        dilation: tuple[int, int], groups: int, padding_mode: str = "zeros",
@@ -241,9 +191,12 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
         As in the forward call.
     method : str, keyword-only
-        ``'auto'``: with ``stride[0] * stride[1] <= 4`` (float32/float64), ``kh * kw`` matrix products
-        over the row-pitched input (see below); otherwise, and for any other
-        value, :func:`gpuconv.conv2d` of the swapped arrays with this method.
+        ``'auto'``: the backend's own algorithm where it has one (NumPy: with
+        ``stride[0] * stride[1] <= 4`` and float32/float64, ``kh * kw`` matrix
+        products over the row-pitched input, see below; CuPy: im2col columns
+        and one matrix product per chunk, also for ``'gemm'``); otherwise, and
+        for any other value, :func:`gpuconv.conv2d` of the swapped arrays with
+        this method.
 
     Returns
     -------
@@ -291,19 +244,23 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
     if grad_out.dtype != x.dtype:
         dtype = np.result_type(x.dtype, grad_out.dtype)
         x, grad_out = x.astype(dtype), grad_out.astype(dtype)
+    x = backend.xp.ascontiguousarray(x)
+    grad_out = backend.xp.ascontiguousarray(grad_out)
     N, C, _, _ = x.shape
     _, O, Ho, Wo = grad_out.shape
     kh, kw = kernel_hw
     G = groups
+    # The backend's own algorithm where it has one for this case (the NumPy
+    # backend: products over the row-pitched input at small strides; CuPy:
+    # im2col columns and one matrix product per chunk).
+    dw = backend.conv2d_weight_grad(x, grad_out, (kh, kw), stride, pads, dilation, G,
+                                    padding_mode, method, get_scratch_limit())
+    if dw is not NotImplemented:
+        return dw
     need_h = _needed(Ho, kh, stride[0], dilation[0])
     need_w = _needed(Wo, kw, stride[1], dilation[1])
     # Rows past need_h are never read (they are the remainder of the stride).
     xpad = pad_nchw(backend.xp, x, pads, padding_mode)[:, :, :need_h, :need_w]
-    # The canvas costs the same at any stride while conv2d's work falls with
-    # the stride's square; measured, the canvas still wins 2.5x at stride 2.
-    if method == "auto" and stride[0] * stride[1] <= 4 and np.dtype(x.dtype) in _GEMM_DTYPES:
-        return _weight_grad_rowpitched(backend.xp, xpad, grad_out, (kh, kw), stride, dilation,
-                                       G)
     # Swap batch and channel axes so the batch becomes the reduction axis; the
     # groups stay independent because each group's images form one channel group.
     xt = xpad.reshape(N, G, C // G, need_h, need_w).transpose(2, 1, 0, 3, 4)

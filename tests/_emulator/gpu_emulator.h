@@ -7,6 +7,14 @@
 // is reported as barrier divergence.  __shared__ variables become function
 // statics, shared by the fibers of a block (blocks run one after another).
 // Shared memory is not cleared between blocks, like a real GPU's.
+//
+// A launch runs the blocks, and the threads of a block between barriers, in
+// increasing index order or, with `reverse`, in decreasing order; the test
+// harness runs both and compares, so a result that depends on the order
+// (a race: a missing barrier, two threads writing one element) shows up.
+//
+// Built with -fsanitize=address, the fiber switches are announced to
+// AddressSanitizer so that it tracks which stack is live.
 #pragma once
 
 #include <algorithm>
@@ -19,6 +27,11 @@
 #include <vector>
 #include <ucontext.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define GC_EMU_ASAN 1
+#endif
+
 #define GPUCONV_EMULATOR 1
 #define __global__
 #define __device__
@@ -27,6 +40,7 @@
 #define __restrict__ __restrict
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) alignas(n)
 
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
@@ -66,15 +80,51 @@ struct Block {
     Fiber* current = nullptr;
     const std::function<void()>* body = nullptr;
     long barriers = 0;
+    // The scheduler's stack, as AddressSanitizer reports it on the first switch.
+    const void* sched_bottom = nullptr;
+    size_t sched_size = 0;
 };
 
 inline Block* g_block = nullptr;
+#ifdef GC_EMU_ASAN
+constexpr size_t kStack = 256 * 1024;  // instrumented frames are larger
+#else
 constexpr size_t kStack = 64 * 1024;
+#endif
+
+// Fiber switches, announced to AddressSanitizer when it is on.
+inline void to_fiber(Block* b, Fiber& f, size_t t) {
+#ifdef GC_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, &b->stacks[t * kStack], kStack);
+    swapcontext(&b->scheduler, &f.ctx);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    (void)t;
+    swapcontext(&b->scheduler, &f.ctx);
+#endif
+}
+
+inline void to_scheduler(Block* b, bool exiting) {
+#ifdef GC_EMU_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(exiting ? nullptr : &fake, b->sched_bottom, b->sched_size);
+    if (exiting) return;  // uc_link switches
+    swapcontext(&b->current->ctx, &b->scheduler);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    if (!exiting) swapcontext(&b->current->ctx, &b->scheduler);
+#endif
+}
 
 inline void trampoline() {
     Block* b = g_block;
+#ifdef GC_EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &b->sched_bottom, &b->sched_size);
+#endif
     (*b->body)();
     b->current->done = true;
+    to_scheduler(b, true);
     // uc_link returns to the scheduler.
 }
 
@@ -83,14 +133,16 @@ inline void trampoline() {
 inline void __syncthreads() {
     emu::Block* b = emu::g_block;
     b->current->at_barrier = true;
-    swapcontext(&b->current->ctx, &b->scheduler);
+    emu::to_scheduler(b, false);
 }
 
 namespace emu {
 
-// Runs body() as every thread of every block of the grid.  Returns 0, or a
+// Runs body() as every thread of every block of the grid, in increasing or
+// (reverse) decreasing order of block and thread index.  Returns 0, or a
 // nonzero code: 1 barrier divergence, 2 bad launch geometry.
-inline int launch(dim3 grid, dim3 block, const std::function<void()>& body, long* barrier_count) {
+inline int launch(dim3 grid, dim3 block, const std::function<void()>& body, long* barrier_count,
+                  bool reverse = false) {
     const unsigned nthreads = block.x * block.y * block.z;
     if (nthreads == 0 || nthreads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         grid.y > 65535 || grid.z > 65535)
@@ -102,10 +154,12 @@ inline int launch(dim3 grid, dim3 block, const std::function<void()>& body, long
     g_block = &b;
     gridDim = grid;
     blockDim = block;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-    for (unsigned bx = 0; bx < grid.x; ++bx) {
-        blockIdx.x = bx; blockIdx.y = by; blockIdx.z = bz;
+    const unsigned long long nblocks = (unsigned long long)grid.x * grid.y * grid.z;
+    for (unsigned long long i = 0; i < nblocks; ++i) {
+        const unsigned long long bi = reverse ? nblocks - 1 - i : i;
+        blockIdx.x = (unsigned)(bi % grid.x);
+        blockIdx.y = (unsigned)(bi / grid.x % grid.y);
+        blockIdx.z = (unsigned)(bi / grid.x / grid.y);
         unsigned t = 0;
         for (unsigned tz = 0; tz < block.z; ++tz)
         for (unsigned ty = 0; ty < block.y; ++ty)
@@ -122,16 +176,18 @@ inline int launch(dim3 grid, dim3 block, const std::function<void()>& body, long
         }
         for (;;) {
             unsigned done = 0, waiting = 0;
-            for (Fiber& f : b.fibers) {
+            for (unsigned k = 0; k < nthreads; ++k) {
+                const unsigned t = reverse ? nthreads - 1 - k : k;
+                Fiber& f = b.fibers[t];
                 if (f.done) { ++done; continue; }
                 f.at_barrier = false;
                 b.current = &f;
                 threadIdx = f.tid;
-                swapcontext(&b.scheduler, &f.ctx);
+                to_fiber(&b, f, t);
                 if (f.done) ++done; else ++waiting;
             }
             if (waiting == 0) break;
-            if (done != 0) return 1;  // some threads exited while others wait at a barrier
+            if (done != 0) { g_block = nullptr; return 1; }  // exited while others wait
             ++b.barriers;
         }
     }
