@@ -33,8 +33,10 @@ BUILD_DIR = HERE / "_emulator_build"
 # ('i' int, 'd' double), in order.
 SIGNATURES = {
     "correlate_planes": "i" * 10 + "dd",
-    "conv2d_nchw": "i" * 17,
-    "conv_transpose2d_nchw": "i" * 16,
+    "conv2d_igemm": "i" * 19,
+    "conv2d_igemm_padded": "i" * 19,
+    "conv_transpose2d_igemm": "i" * 18,
+    "conv2d_splitk_reduce": "i" * 3,
 }
 
 
