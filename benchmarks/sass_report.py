@@ -130,6 +130,8 @@ def nvdisasm_path() -> str:
     """The nvdisasm executable, or :class:`ToolMissing` saying how to install it."""
     env = os.environ.get("NVDISASM")
     if env:
+        if not (os.path.isfile(env) and os.access(env, os.X_OK)):
+            raise ToolMissing(f"$NVDISASM={env} is not an executable file")
         return env
     roots = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path}
     for root in sorted(r for r in roots if r and os.path.isdir(r)):
@@ -153,13 +155,18 @@ class Resources:
     spill_loads: int
 
 
-def compile_file(filename: str, arch: str, defines: tuple[str, ...] = ()
+def compile_file(filename: str, arch: str, defines: tuple[str, ...] = (),
+                 typenames: tuple[str, ...] | None = None
                  ) -> tuple[bytes, dict[str, str], dict[str, Resources]]:
-    """Compile one kernel file as CuPy would: (cubin, lowered names, resources by mangled name)."""
+    """Compile one kernel file as CuPy would: (cubin, lowered names, resources by mangled name).
+
+    ``typenames`` limits the instantiations (e.g. ``("float",)``); default all.
+    """
     options = [*K.COMPILE_OPTIONS, *CUPY_ADDED_OPTIONS, *(f"-D{d}" for d in defines),
                f"--gpu-architecture={arch}", "-Xptxas=-v"]
-    cubin, lowered, log = _Nvrtc().compile(K.source(filename), filename,
-                                           K.name_expressions(filename), options)
+    expressions = [e for e in K.name_expressions(filename)
+                   if typenames is None or e.split("<", 1)[1][:-1] in typenames]
+    cubin, lowered, log = _Nvrtc().compile(K.source(filename), filename, expressions, options)
     return cubin, lowered, parse_ptxas_log(log)
 
 
@@ -203,6 +210,12 @@ class Instruction:
             words = words[1:]
         return words[0].split(".")[0] if words else ""
 
+    @property
+    def is_fma(self) -> bool:
+        # "HFMA2.MMA Rd, -RZ, RZ, imm, imm" is ptxas's idiom for moving a
+        # constant (often zero) into a register, not arithmetic.
+        return self.opcode in FMA_OPCODES and ", -RZ, RZ," not in self.text
+
 
 @dataclass
 class Loop:
@@ -220,7 +233,7 @@ class Loop:
 
     @property
     def fma(self) -> int:
-        return self.count(*FMA_OPCODES)
+        return sum(1 for i in self.instructions if i.is_fma)
 
 
 def functions(sass: str) -> dict[str, list[tuple[str, Instruction | str]]]:
@@ -262,7 +275,9 @@ def loops(lines: list[tuple[str, Instruction | str]]) -> list[Loop]:
         if ins.opcode not in ("BRA", "JMP", "BRX"):
             continue
         target = _TARGET.search(ins.text)
-        if target and target.group(1) in labels and labels[target.group(1)] <= ins.address:
+        # A branch to itself is the trap after EXIT that pads a function, not a loop.
+        if (target and target.group(1) in labels
+                and labels[target.group(1)] < ins.address):
             start = labels[target.group(1)]
             body = [i for i in instrs if start <= i.address <= ins.address]
             found.append(Loop(start, ins.address, body))
@@ -303,10 +318,10 @@ class KernelReport:
         return (r.spill_stores + r.spill_loads + r.stack) if r else 0
 
 
-def report(filename: str, arch: str = "sm_90", defines: tuple[str, ...] = ()
-           ) -> list[KernelReport]:
-    """One :class:`KernelReport` per instantiation in ``filename``."""
-    cubin, lowered, resources = compile_file(filename, arch, defines)
+def report(filename: str, arch: str = "sm_90", defines: tuple[str, ...] = (),
+           typenames: tuple[str, ...] | None = None) -> list[KernelReport]:
+    """One :class:`KernelReport` per instantiation in ``filename`` (of ``typenames``)."""
+    cubin, lowered, resources = compile_file(filename, arch, defines, typenames)
     funcs = functions(disassemble(cubin))
     out = []
     for expr, mangled in lowered.items():
@@ -334,23 +349,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--dtype", default="float",
-                        help="template argument to report (float, double, gc_half, ...) "
-                             "or 'all'")
+                        help="template argument to compile and report (float, double, "
+                             "gc_half, gc_complex64, gc_complex128) or 'all'")
     parser.add_argument("--file", action="append", choices=sorted(K.KERNELS),
                         help="kernel file (repeatable; default every file)")
     parser.add_argument("--listing", metavar="KERNEL",
                         help="also print the hottest loop's SASS of kernels whose name "
                              "expression starts with KERNEL")
     args = parser.parse_args(argv)
+    typenames = None if args.dtype == "all" else (args.dtype,)
     try:
         rows = []
         for filename in args.file or sorted(K.KERNELS):
-            rows += report(filename, args.arch)
+            rows += report(filename, args.arch, typenames=typenames)
     except ToolMissing as exc:
         print(f"sass_report: {exc}", file=sys.stderr)
         return 2
-    if args.dtype != "all":
-        rows = [r for r in rows if re.search(rf"<{re.escape(args.dtype)}\b", r.expression)]
     print(f"# {args.arch}: hottest innermost loop per kernel (FMA = FFMA/DFMA/HFMA2)")
     print(_format(rows))
     if args.listing:

@@ -168,9 +168,14 @@ def planes_launch(x_shape: tuple[int, int, int], w_shape: tuple[int, int],
 CONV_TILE = (64, 64)           # (GC_IG_BM, GC_IG_BN): output pixels x channels per block
 CONV_THREADS = 256             # GC_IG_THREADS
 CONV_TABLE = 256               # GC_IG_TAB: taps decoded per chunk of the reduction
-# Reduction slice staged in shared memory per dtype (gc_ig_bk).
-CONV_SLICE: dict[np.dtype, int] = {np.dtype(np.complex128): 8}
-_CONV_SLICE_DEFAULT = 16
+# Reduction slice staged in shared memory per dtype (gc_ig_cfg<T>::BK).
+CONV_SLICE: dict[np.dtype, int] = {
+    np.dtype(np.float16): 16,
+    np.dtype(np.float32): 16,
+    np.dtype(np.float64): 8,
+    np.dtype(np.complex64): 8,
+    np.dtype(np.complex128): 8,
+}
 # Split the reduction when a launch has fewer blocks than this many per SM,
 # into splits of at least this many slices.
 SPLIT_K_BLOCKS_PER_SM = 2
@@ -242,13 +247,13 @@ def _table_chunk(what: str, rows: tuple[int, int], cols: tuple[int, int], H: int
     return max(1, min(CONV_TABLE, spare * max(taps, 1)))
 
 
-def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout: int, Ho: int, Wo: int, Kmax: int, M: int, y_blocks: int,
-               dtype: Any, sm_count: int, splits: int | None, scratch_bytes: int | None,
+def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout: int, Ho: int,
+               Wo: int, Kmax: int, M: int, y_blocks: int, dtype: Any, sm_count: int, splits: int | None, scratch_bytes: int | None,
                grid_limits: tuple[int, int, int]) -> ConvPlan:
     dtype = np.dtype(dtype)
     typename(dtype)
     x_blocks = -(-M // CONV_TILE[0])
-    slice_k = CONV_SLICE.get(dtype, _CONV_SLICE_DEFAULT)
+    slice_k = CONV_SLICE[dtype]
     out_items = N * Cout * Ho * Wo
     s = _split_count(x_blocks * y_blocks, Kmax, slice_k, out_items, dtype, sm_count, splits,
                      scratch_bytes, grid_limits[2])
@@ -258,7 +263,8 @@ def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout
         return ConvPlan(kernel, launch)
     workspace_bytes = s * out_items * _accumulator_itemsize(dtype)
     reduce_blocks = max(1, min(-(-out_items // CONV_THREADS), 65535))
-    reduce = Launch((reduce_blocks, 1, 1), (CONV_THREADS, 1, 1), (s, N, Cout * Ho * Wo))
+    _check_int32("images x channels", N * Cout)
+    reduce = Launch((reduce_blocks, 1, 1), (CONV_THREADS, 1, 1), (s, N * Cout, Ho * Wo))
     return ConvPlan(kernel, launch, s, reduce, -(-workspace_bytes // dtype.itemsize))
 
 
@@ -285,15 +291,16 @@ def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, i
     ('conv2d_igemm', (392, 1, 1), 1)
     >>> plan = kernels.conv2d_launch((8, 256, 14, 14), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1),
     ...                              (1, 1), 1, "zeros", (14, 14))
-    >>> plan.launch.grid, plan.reduce.grid   # 100 blocks for 132 SMs: the reduction is split
-    ((25, 4, 3), (196, 1, 1))
+    >>> plan.launch.grid, plan.splits   # 100 blocks for 132 SMs: the reduction is split
+    ((25, 4, 3), 3)
     """
     N, C, H, W = x_shape
     Cout, Cg, kh, kw = w_shape
     Ho, Wo = out_hw
     sh, sw = stride
     dh, dw = dilation
-    _check_int32("plane size", H * W, Ho * Wo, Cout * Ho * Wo, Cout * Cg * kh * kw)
+    _check_int32("plane size", H * W, Ho * Wo)
+    _check_int32("weight count", Cout * Cg * kh * kw)
     chunk = _table_chunk("the padded input",
                          (min(-pads[0], 0), max(H - 1, (Ho - 1) * sh - pads[0] + (kh - 1) * dh)),
                          (min(-pads[2], 0), max(W - 1, (Wo - 1) * sw - pads[2] + (kw - 1) * dw)),
@@ -338,7 +345,8 @@ def conv_transpose2d_launch(x_shape: tuple[int, int, int, int],
     Ho, Wo = out_hw
     sh, sw = stride
     dh, dw = dilation
-    _check_int32("plane size", H * W, Ho * Wo, Cout * Ho * Wo, C * Coutg * kh * kw)
+    _check_int32("plane size", H * W, Ho * Wo)
+    _check_int32("weight count", C * Coutg * kh * kw)
     Hq, Wq = -(-Ho // sh), -(-Wo // sw)
     # Input rows read: q + (a + pad - u * dh) // sh for q < Hq, phase a < sh, tap u < kh.
     row_taps = [_phase_taps(kh, dh, sh, a + padding[0]) for a in range(sh)]

@@ -464,12 +464,12 @@ conv_transpose2d_igemm(const T* __restrict__ x, const T* __restrict__ w, void* _
 template <typename T>
 __global__ void __launch_bounds__(GC_IG_THREADS)
 conv2d_splitk_reduce(const T* __restrict__ x_unused, const T* __restrict__ partial,
-                     T* __restrict__ out, int nsplit, int N, int per_image) {
+                     T* __restrict__ out, int nsplit, int planes, int plane) {
     typedef gc_traits<T> tr;
     typedef typename tr::acc acc_t;
     (void)x_unused;
     const acc_t* parts = (const acc_t*)partial;
-    const long long total = (long long)N * per_image;
+    const long long total = (long long)planes * plane;
     const long long step = (long long)gridDim.x * GC_IG_THREADS;
     for (long long i = (long long)blockIdx.x * GC_IG_THREADS + threadIdx.x; i < total;
          i += step) {
