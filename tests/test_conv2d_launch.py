@@ -54,21 +54,24 @@ def test_small_grids_split_the_reduction():
     plan, _ = conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=132)
     blocks = plan.launch.grid[0] * plan.launch.grid[1]
     assert blocks == 100
-    assert plan.splits == math.ceil(2 * 132 / blocks) == plan.launch.grid[2]
+    # As many splits as fill one wave of 2 blocks per SM without starting a second.
+    assert plan.splits == (2 * 132) // blocks == plan.launch.grid[2] == 2
     assert plan.reduce.args == (plan.splits, 8 * 256, 14 * 14)
     assert plan.reduce.grid[0] * K.CONV_THREADS >= 8 * 256 * 14 * 14
     # float32 partials: one output's worth of float32 per split.
     assert plan.workspace_items == plan.splits * 8 * 256 * 14 * 14
     # A device with more SMs splits more; one with few enough does not split.
     assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=400)[0].splits > plan.splits
-    assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=50)[0].splits == 1
+    assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=99)[0].splits == 1
+    assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=100)[0].splits == 2
 
 
 def test_split_respects_the_scratch_budget_and_minimum_work():
     out_bytes = 8 * 256 * 14 * 14 * 4
-    plan, _ = conv_plan((8, 256, 14, 14), (256, 256, 3, 3), scratch_bytes=2 * out_bytes)
-    assert plan.splits == 2
-    assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3),
+    plan, _ = conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=400,
+                        scratch_bytes=3 * out_bytes)
+    assert plan.splits == 3 and plan.workspace_items * 4 <= 3 * out_bytes
+    assert conv_plan((8, 256, 14, 14), (256, 256, 3, 3), sm_count=400,
                      scratch_bytes=out_bytes)[0].splits == 1
     # K = 27: two slices, too little to split.
     assert conv_plan((1, 3, 8, 8), (4, 3, 3, 3))[0].splits == 1

@@ -176,8 +176,10 @@ CONV_SLICE: dict[np.dtype, int] = {
     np.dtype(np.complex64): 8,
     np.dtype(np.complex128): 8,
 }
-# Split the reduction when a launch has fewer blocks than this many per SM,
-# into splits of at least this many slices.
+# Blocks of the conv kernels resident per SM (float: ~120 registers x 256
+# threads).  A launch of fewer than half a wave of such blocks splits its
+# reduction so the wave fills without spilling into a second one, into splits
+# of at least SPLIT_K_MIN_SLICES slices each.
 SPLIT_K_BLOCKS_PER_SM = 2
 SPLIT_K_MIN_SLICES = 4
 # Streaming multiprocessors assumed when the caller does not say (H100/H200 SXM).
@@ -213,10 +215,10 @@ def _split_count(blocks: int, K: int, slice_k: int, out_items: int, dtype: np.dt
                  z_limit: int) -> int:
     slices = -(-K // slice_k) if K else 0
     if splits is None:
-        target = SPLIT_K_BLOCKS_PER_SM * sm_count
-        if blocks >= target or slices < 2 * SPLIT_K_MIN_SLICES:
+        wave = SPLIT_K_BLOCKS_PER_SM * sm_count
+        splits = min(wave // max(blocks, 1), slices // SPLIT_K_MIN_SLICES)
+        if splits < 2:
             return 1
-        splits = min(-(-target // blocks), slices // SPLIT_K_MIN_SLICES)
         if scratch_bytes is not None:
             splits = min(splits, scratch_bytes // max(out_items * _accumulator_itemsize(dtype), 1))
     elif splits < 1:
@@ -278,9 +280,9 @@ def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, i
     """Launches of the implicit-GEMM ``conv2d``; ``pads`` is (top, bottom, left, right).
 
     ``splits`` forces the number of reduction splits; by default the
-    reduction is split when the grid has fewer than
-    ``SPLIT_K_BLOCKS_PER_SM * sm_count`` blocks, keeping the workspace under
-    ``scratch_bytes``.
+    reduction is split when the grid fills less than half a wave
+    (``SPLIT_K_BLOCKS_PER_SM * sm_count`` blocks), into as many splits as
+    fit in one wave, keeping the workspace under ``scratch_bytes``.
 
     Examples
     --------
@@ -292,7 +294,7 @@ def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, i
     >>> plan = kernels.conv2d_launch((8, 256, 14, 14), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1),
     ...                              (1, 1), 1, "zeros", (14, 14))
     >>> plan.launch.grid, plan.splits   # 100 blocks for 132 SMs: the reduction is split
-    ((25, 4, 3), 3)
+    ((25, 4, 2), 2)
     """
     N, C, H, W = x_shape
     Cout, Cg, kh, kw = w_shape
