@@ -121,6 +121,18 @@ def test_tap_table_chunk_keeps_offsets_in_int32():
         conv_plan((1, 2, 40000, 40000), (1, 2, 1, 1), pad=0)
 
 
+@pytest.mark.parametrize("mode, pad, ok", [("reflect", 4, True), ("reflect", 5, False),
+                                           ("circular", 5, True), ("circular", 6, False),
+                                           ("replicate", 40, True)])
+def test_padding_wider_than_one_period_is_refused(mode, pad, ok):
+    # A 5 x 7 input: the kernel folds a padded coordinate into the plane once.
+    if ok:
+        conv_plan((1, 1, 5, 7), (1, 1, 3, 3), pad=pad, mode=mode)
+    else:
+        with pytest.raises(ValueError, match=f"padding_mode='{mode}' needs pads"):
+            conv_plan((1, 1, 5, 7), (1, 1, 3, 3), pad=pad, mode=mode)
+
+
 def test_plane_size_and_weights_are_checked():
     with pytest.raises(ValueError, match="32-bit index range"):
         conv_plan((1, 1, 50000, 50000), (1, 1, 1, 1), pad=0)

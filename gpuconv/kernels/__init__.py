@@ -307,6 +307,13 @@ def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, i
                          (min(-pads[0], 0), max(H - 1, (Ho - 1) * sh - pads[0] + (kh - 1) * dh)),
                          (min(-pads[2], 0), max(W - 1, (Wo - 1) * sw - pads[2] + (kw - 1) * dw)),
                          H, W, kh * kw)
+    # The kernel folds a padded coordinate back into the plane once (numpy.pad
+    # and PyTorch allow no wider reflect / circular padding either).
+    widest = {"reflect": (H - 1, W - 1), "circular": (H, W)}.get(padding_mode)
+    if widest and (max(pads[:2]) > widest[0] or max(pads[2:]) > widest[1]):
+        raise ValueError(f"padding_mode={padding_mode!r} needs pads (top, bottom, left, right) "
+                         f"of at most {widest[0]}, {widest[0]}, {widest[1]}, {widest[1]} for a "
+                         f"{H}x{W} input; got {tuple(pads)}")
     kernel = "conv2d_igemm" if padding_mode == "zeros" else "conv2d_igemm_padded"
     head = (N, C, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pads[0], pads[2], dh, dw, groups,
             PADDING_CODES[padding_mode])

@@ -9,7 +9,8 @@
 // m (never materialised) and B the weights.  A block computes a GC_IG_BM x
 // GC_IG_BN tile of out (pixels x output channels); each of its GC_IG_THREADS
 // threads a 4 x 4 register micro-tile.  The reduction walks K in slices of BK
-// (16; 8 for complex128) staged in shared memory, double-buffered: the
+// (16 for float and half, 8 for wider types) staged in shared memory,
+// double-buffered: the
 // global loads of slice s + 1 are in flight while slice s is multiplied, and
 // one barrier per slice suffices.  Per slice a thread issues 2 * BK
 // vector shared loads for 16 * BK multiply-adds.
@@ -22,9 +23,9 @@
 // computed once, and element (ih0 + du, iw0 + dv) of channel c.  Zero padding
 // is a predicate on that position; reflect / replicate / circular (the
 // `_padded` kernel) map it into the plane while loading, never in the
-// multiply-add loop.  Channel offsets are 64-bit (c * H * W may pass 2^31);
-// in-plane offsets are 32-bit (the launch code checks that planes, padding
-// included, fit).
+// multiply-add loop.  64-bit address math happens once per chunk (its first
+// channel); offsets within a chunk are 32-bit, and the launch code sizes
+// chunks so that they fit.  Pixel and output indices are 64-bit.
 //
 // conv_transpose2d is the same machinery: output pixels of one phase
 // (oi mod sh, oj mod sw) receive exactly the taps u with
@@ -49,10 +50,11 @@
 #define GC_IG_FAR (-(1 << 29))
 
 // Per element type: the reduction slice BK staged per step, and the blocks
-// per SM the register budget is sized for (__launch_bounds__): 3 (80
-// registers) for float and half, 2 (128) for double and complex64, 1 for
-// complex128, whose 4 x 4 accumulators alone take 64 registers.  BK = 8 keeps
-// complex128's shared memory under the 48 KiB a static allocation may use.
+// per SM the register budget is sized for (__launch_bounds__).  Float and
+// half: 2 blocks (at most 128 registers; asking for 3 makes ptxas 13 spill).
+// Wider types: 1, and BK = 8, which keeps their shared memory under the 48
+// KiB of a static allocation and their registers (4 x 4 accumulators of 2 or
+// 4 words each, plus the prefetched slice) free of spills.
 template <typename T> struct gc_ig_cfg { enum { BK = 16, MIN_BLOCKS = 2 }; };
 template <> struct gc_ig_cfg<double> { enum { BK = 8, MIN_BLOCKS = 1 }; };
 template <> struct gc_ig_cfg<gc_complex64> { enum { BK = 8, MIN_BLOCKS = 1 }; };
@@ -229,7 +231,8 @@ __device__ __forceinline__ void gc_ig_tile(const T* __restrict__ x, const T* __r
 #pragma unroll
     for (int j = 0; j < BJ; ++j) cvalid[j] = co0 + bn + BCOLS * j < P.Coutg;
     const T* wb = gc_pointer(w + P.wgroup + (long long)(co0 + bn) * P.wco);
-    const int wstep = BCOLS * P.wco;  // < the group's weights: 32-bit
+    // Unsigned: wraps harmlessly for channels past the end (never loaded).
+    const unsigned wstep = BCOLS * (unsigned)P.wco;
 
     // The micro-tile: pixels m0 + 4 * tx + i, channels co0 + 4 * ty + j.
     const int tx = tid % (GC_IG_BM / 4);
@@ -245,7 +248,7 @@ __device__ __forceinline__ void gc_ig_tile(const T* __restrict__ x, const T* __r
         const int klen = min(chunk, ke - kc);
         const int ns = (klen + BK - 1) / BK;
         // Offsets within the chunk are 32-bit from its first channel (the
-        // launch code sizes chunks so that they fit).
+        // launch code sizes chunks so that they fit, out-of-plane taps included).
         const int cbase = kc / taps;
         const T* xc = gc_pointer(xb + (long long)cbase * HW);
         __syncthreads();  // the previous chunk's table and tiles are no longer read
@@ -295,7 +298,7 @@ __device__ __forceinline__ void gc_ig_tile(const T* __restrict__ x, const T* __r
             const int wo = wtab[s * BK + bk];
 #pragma unroll
             for (int j = 0; j < BJ; ++j) {
-                rb[j] = (cvalid[j] && wo >= 0) ? tr::load(gc_ldg(wb + (unsigned)(wo + wstep * j)))
+                rb[j] = (cvalid[j] && wo >= 0) ? tr::load(gc_ldg(wb + ((unsigned)wo + wstep * j)))
                                                : tr::zero();
             }
         };
