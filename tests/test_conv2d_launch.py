@@ -154,3 +154,19 @@ def test_transpose_plan_has_one_sub_problem_per_phase():
     assert gy == 2 * 1 * 2 * 3  # groups x channel tiles x phases
     assert gx * BM >= 4 * 7 * 7  # the largest phase: ceil(14/2) x ceil(21/3) per image
     assert plan.kernel == "conv_transpose2d_igemm"
+
+
+def test_work_counts_for_a_cost_model():
+    # (32, 1, 28, 28) -> 6, 5x5 valid: 288 tiles of 64 pixels x 64 channels x 32 taps
+    # (25 useful), 6 channels of 64: the kernel issues (64 / 6) * (32 / 25) = 13.65x the
+    # useful products.
+    plan, (Ho, Wo) = conv_plan((32, 1, 28, 28), (6, 1, 5, 5), pad=0)
+    useful = 32 * Ho * Wo * 6 * 25
+    assert plan.tile_macs == 288 * 64 * 64 * 32
+    assert plan.tile_macs / useful == pytest.approx(64 / 6 * 32 / 25)
+    # 288 blocks on 132 SMs x 2: two waves, the second nearly empty.
+    assert plan.wave_macs == 2 * 264 * 64 * 64 * 32
+    assert plan.launches == 1
+    split, _ = conv_plan((8, 256, 14, 14), (256, 256, 3, 3))
+    assert split.launches == 2
+    assert split.tile_macs == 25 * 4 * 2 * 64 * 64 * (2304 // 2)

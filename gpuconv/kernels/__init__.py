@@ -197,6 +197,12 @@ class ConvPlan:
     ``workspace_items`` elements of the input dtype, and ``reduce`` (a launch
     of ``conv2d_splitk_reduce``, arguments: workspace instead of the weights)
     adds them into the output in a fixed order.
+
+    For a cost model: ``tile_macs`` is the multiply-adds the blocks issue
+    (whole 64 x 64 tiles and reduction slices, so a 6-channel layer costs as
+    much as a 64-channel one), ``wave_macs`` the same rounded up to whole
+    waves of ``SPLIT_K_BLOCKS_PER_SM`` blocks per SM (a second, nearly empty
+    wave takes as long as a full one).
     """
 
     kernel: str
@@ -204,6 +210,12 @@ class ConvPlan:
     splits: int = 1
     reduce: Launch | None = None
     workspace_items: int = 0
+    tile_macs: int = 0
+    wave_macs: int = 0
+
+    @property
+    def launches(self) -> int:
+        return 1 if self.reduce is None else 2
 
 
 def _accumulator_itemsize(dtype: np.dtype) -> int:
@@ -261,13 +273,17 @@ def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout
                      scratch_bytes, grid_limits[2])
     grid = _grid(x_blocks, y_blocks, 1, grid_limits)
     launch = Launch((grid[0], grid[1], s), (CONV_THREADS, 1, 1), args_head + (s, chunk))
+    block_macs = CONV_TILE[0] * CONV_TILE[1] * -(-(-(-Kmax // slice_k)) // s) * slice_k
+    blocks = x_blocks * y_blocks * s
+    wave = SPLIT_K_BLOCKS_PER_SM * sm_count
+    work = dict(tile_macs=blocks * block_macs, wave_macs=-(-blocks // wave) * wave * block_macs)
     if s == 1:
-        return ConvPlan(kernel, launch)
+        return ConvPlan(kernel, launch, **work)
     workspace_bytes = s * out_items * _accumulator_itemsize(dtype)
     reduce_blocks = max(1, min(-(-out_items // CONV_THREADS), 65535))
     _check_int32("images x channels", N * Cout)
     reduce = Launch((reduce_blocks, 1, 1), (CONV_THREADS, 1, 1), (s, N * Cout, Ho * Wo))
-    return ConvPlan(kernel, launch, s, reduce, -(-workspace_bytes // dtype.itemsize))
+    return ConvPlan(kernel, launch, s, reduce, -(-workspace_bytes // dtype.itemsize), **work)
 
 
 def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, int, int],
