@@ -176,6 +176,17 @@ def test_conv2d_tap_table_chunks(emu, rng, mode, chunk):
     assert_close(got, want, np.float32)
 
 
+@pytest.mark.parametrize("mode, pads", [("reflect", (2, 2, 3, 3)), ("circular", (3, 3, 4, 4)),
+                                        ("replicate", (6, 5, 7, 9))])
+def test_conv2d_padding_as_wide_as_allowed(emu, rng, mode, pads):
+    # A 3 x 4 input padded by a whole period (reflect: size - 1, circular: size):
+    # every coordinate the fold can see, corners included.
+    for dtype in (np.float64, np.complex64):
+        got, want, _, _ = conv2d_case(emu, rng, dtype, 2, 3, 3, 4, 5, 1, (3, 2), (1, 2), (2, 3),
+                                      pads, mode)
+        assert_close(got, want, dtype)
+
+
 def test_conv2d_grid_stride_loop(emu, rng):
     # gridDim.y clipped to 2 of 2 groups x 2 channel tiles.
     got, want, plan, _ = conv2d_case(emu, rng, np.float32, 2, 4, 6, 6, 140, 2, (3, 3), (1, 1),
