@@ -43,10 +43,12 @@ BUILD_DIR = HERE / "_emulator_build"
 # ('i' int, 'l' long long, 'd' double), in order.
 SIGNATURES = {
     "correlate_planes": "i" * 10 + "dd",
-    "conv2d_nchw": "i" * 17,
-    "conv_transpose2d_nchw": "i" * 16,
     "im2col": "i" * 16 + "dd" + "ll",
     "col2im": "i" * 18,
+    "conv2d_igemm": "i" * 19,
+    "conv2d_igemm_padded": "i" * 19,
+    "conv_transpose2d_igemm": "i" * 18,
+    "conv2d_splitk_reduce": "i" * 3,
 }
 # Kernel -> number of array pointers it takes first (3 unless listed).
 POINTERS = {"im2col": 2}

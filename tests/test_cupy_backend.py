@@ -221,6 +221,27 @@ def test_conv_transpose2d_through_the_backend(emulated, rng, dtype):
         assert_close(got, want, dtype)
 
 
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_conv_split_k_through_the_backend(emulated, rng, op, dtype):
+    # 32 input channels x 9 taps on a grid of one or two blocks: the backend
+    # splits the reduction (a workspace, then the fixed-order reduction kernel).
+    x = random_array(rng, (2, 32, 5, 6), dtype)
+    w = random_array(rng, (12, 32, 3, 3) if op == "conv2d" else (32, 12, 3, 3), dtype)
+    kwargs = dict(stride=2, padding=1, method="direct")
+
+    def reductions():
+        return sum(k.launches for key, k in emulated.emulated_kernels.items()
+                   if key[1:] == ("conv2d_splitk_reduce", np.dtype(dtype)))
+
+    before, reduced = launches(emulated), reductions()
+    got = getattr(gpuconv, op)(x, w, **kwargs)
+    assert launches(emulated) == before + 2 and reductions() == reduced + 1
+    want = on_numpy(getattr(gpuconv, op), x, w, **kwargs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert_close(got, want, dtype)
+
+
 @pytest.mark.parametrize("call", [
     lambda x, k: gpuconv.correlate2d(x, k, mode="middle"),
     lambda x, k: gpuconv.correlate2d(x, k, boundary="reflect"),

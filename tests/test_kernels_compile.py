@@ -96,11 +96,22 @@ def test_nvrtc_reports_compile_errors():
 #   to hide latency; 32 registers is full occupancy (2048 threads x 32 = 64K).
 REGISTER_BUDGETS = {
     "correlate_planes": 128,
-    "conv2d_nchw": 128,
-    "conv_transpose2d_nchw": 96,
     "im2col": 32,
     "col2im": 32,
+    # The implicit-GEMM kernels hold a 4x4 micro-tile per thread: float and half must stay
+    # at 128 (two 256-thread blocks per SM, their launch bounds); the wide types run one
+    # block per SM and may use what a thread can have.
+    "conv2d_igemm": {"float": 128, "gc_half": 128, "*": 255},
+    "conv2d_igemm_padded": {"float": 128, "gc_half": 128, "*": 255},
+    "conv_transpose2d_igemm": {"float": 128, "gc_half": 128, "*": 255},
+    "conv2d_splitk_reduce": 32,
 }
+
+
+def register_budget(expr: str) -> int:
+    kernel, typename = expr[:-1].split("<")
+    budget = REGISTER_BUDGETS[kernel]
+    return budget if isinstance(budget, int) else budget.get(typename, budget["*"])
 
 
 def ptxas_path() -> str | None:
@@ -178,8 +189,7 @@ def test_ptxas_registers_within_budget_no_spills_no_stack(filename, defines, tmp
     assert set(found) == set(K.name_expressions(filename)), found
     bad = {expr: r for expr, r in found.items() if (r["stack"], r["stores"], r["loads"]) != (0, 0, 0)}
     assert not bad, f"stack frame or spills: {bad}"
-    over = {expr: r["regs"] for expr, r in found.items()
-            if r["regs"] > REGISTER_BUDGETS[expr.split("<")[0]]}
+    over = {expr: r["regs"] for expr, r in found.items() if r["regs"] > register_budget(expr)}
     assert not over, f"registers over budget {REGISTER_BUDGETS}: {over}"
 
 

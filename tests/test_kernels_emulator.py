@@ -4,7 +4,8 @@ Every launch uses the product's launch geometry (``gpuconv.kernels.*_launch``).
 Outputs are poisoned with NaN before the launch; every buffer sits inside
 guard zones (NaN around inputs, so an out-of-bounds read poisons a result; a
 sentinel around outputs, which must be intact afterwards).  Sizes straddle
-the 32 x 32 output tile and the 16 x 16 weight chunk.
+the 32 x 32 output tile and the 16 x 16 weight chunk.  The conv2d kernels
+have their own file, tests/test_conv2d_kernel.py.
 """
 
 from __future__ import annotations
@@ -34,11 +35,6 @@ SENTINEL = 1234.0  # exactly representable in every dtype above
 def planes_emu(request):
     """The planes kernels, as shipped and in each compile-time variant."""
     return Emulator("correlate_planes.cu", defines=request.param)
-
-
-@pytest.fixture(scope="module")
-def conv_emu():
-    return Emulator("conv2d.cu")
 
 
 def guarded(values: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray]:
@@ -179,75 +175,9 @@ def test_emulator_barrier_is_real(planes_emu, rng):
     assert launch.grid == (1, 1, 1) and rounds == 2
 
 
-# -- conv2d / conv_transpose2d ------------------------------------------------
-
-CONV_CASES = [
-    # N, C, H, W, Cout, groups, k, stride, dilation, pads (t, b, l, r)
-    (2, 3, 9, 11, 10, 1, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
-    (1, 4, 13, 7, 8, 2, (3, 2), (2, 1), (1, 2), (2, 0, 1, 1)),
-    (2, 6, 8, 8, 6, 6, (3, 3), (1, 2), (2, 1), (2, 2, 2, 2)),
-    (1, 2, 1, 37, 17, 1, (1, 5), (1, 3), (1, 1), (0, 0, 3, 2)),
-    (1, 2, 37, 1, 3, 1, (4, 1), (2, 1), (1, 1), (1, 2, 0, 0)),
-    (1, 1, 140, 2, 9, 1, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
-]
-
-
-@pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
-def test_conv2d_kernel(conv_emu, rng, case, padding_mode):
-    N, C, H, W, Cout, G, (kh, kw), stride, dil, pads = case
-    if padding_mode == "reflect" and (max(pads[:2]) >= H or max(pads[2:]) >= W):
-        pads = (0, 0, 0, 0)
-    for dtype in DTYPES:
-        x = random_array(rng, (N, C, H, W), dtype)
-        w = random_array(rng, (Cout, C // G, kh, kw), dtype)
-        Ho = (H + pads[0] + pads[1] - dil[0] * (kh - 1) - 1) // stride[0] + 1
-        Wo = (W + pads[2] + pads[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
-        launch = K.conv2d_launch(x.shape, w.shape, stride, pads, dil, G, padding_mode, (Ho, Wo))
-        got = run(conv_emu, "conv2d_nchw", dtype, launch, x, w, (N, Cout, Ho, Wo))
-        od = oracle_dtype(dtype)
-        want = NP.conv2d(x.astype(od), w.astype(od), stride, pads, dil, G, padding_mode,
-                         "direct", 1 << 30)
-        assert_close(got, want, dtype)
-
-
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_conv_transpose2d_kernel(conv_emu, rng, case):
-    N, C, H, W, Cout, G, (kh, kw), stride, dil, pads = case
-    padding = (min(pads[0], dil[0] * (kh - 1)), min(pads[2], dil[1] * (kw - 1)))
-    for dtype in DTYPES:
-        x = random_array(rng, (N, C, H, W), dtype)
-        w = random_array(rng, (C, Cout // G, kh, kw), dtype)
-        out_pad = (stride[0] - 1, 0)
-        Ho = (H - 1) * stride[0] - 2 * padding[0] + dil[0] * (kh - 1) + out_pad[0] + 1
-        Wo = (W - 1) * stride[1] - 2 * padding[1] + dil[1] * (kw - 1) + out_pad[1] + 1
-        launch = K.conv_transpose2d_launch(x.shape, w.shape, stride, padding, dil, G, (Ho, Wo))
-        got = run(conv_emu, "conv_transpose2d_nchw", dtype, launch, x, w,
-                  (N, Cout, Ho, Wo))
-        od = oracle_dtype(dtype)
-        want = NP.conv_transpose2d(x.astype(od), w.astype(od), stride, padding, dil, G,
-                                   (Ho, Wo), "direct", 1 << 30)
-        assert_close(got, want, dtype)
-
-
-def test_conv2d_grid_stride_loops(conv_emu, rng):
-    x = random_array(rng, (5, 4, 9, 9), np.float32)
-    w = random_array(rng, (20, 2, 3, 3), np.float32)
-    launch = K.conv2d_launch(x.shape, w.shape, (1, 1), (1, 1, 1, 1), (1, 1), 2, "zeros",
-                             (9, 9), grid_limits=(2**31 - 1, 2, 2))
-    assert launch.grid[1:] == (2, 2)
-    got = run(conv_emu, "conv2d_nchw", np.float32, launch, x, w, (5, 20, 9, 9))
-    want = NP.conv2d(x.astype(np.float64), w.astype(np.float64), (1, 1), (1, 1, 1, 1), (1, 1),
-                     2, "zeros", "direct", 1 << 30)
-    assert_close(got, want, np.float32)
-
-
 def test_block_constants_match_the_sources():
     planes = K.source("correlate_planes.cu")
-    conv = K.source("conv2d.cu")
     assert f"#define GC_TW {K.PLANES_BLOCK[0]}\n" in planes
     assert f"#define GC_BY {K.PLANES_BLOCK[1]}\n" in planes
     assert K.PLANES_TILE == (K.PLANES_BLOCK[1] * 4, K.PLANES_BLOCK[0])
     assert "#define GC_RPT 4\n" in planes
-    assert f"#define GC_CONV_THREADS {K.CONV_THREADS}\n" in conv
-    assert f"#define GC_COB {K.CONV_CHANNELS_PER_THREAD}\n" in conv

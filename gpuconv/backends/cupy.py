@@ -104,6 +104,7 @@ class CupyBackend(ArrayBackend):
         # measuring alternatives on a GPU; empty in normal use.
         self.kernel_variants: dict[str, tuple[str, ...]] = {}
         self._device_keys: dict[int, str] = {}
+        self._sm_counts: dict[int, int] = {}
 
     @property
     def fft(self) -> Any:
@@ -276,10 +277,10 @@ class CupyBackend(ArrayBackend):
             out = self.xp.empty((N, Cout, max(Ho, 0), max(Wo, 0)), dtype=x.dtype)
             if out.size == 0:
                 return out
-            launch = kernels.conv2d_launch(x.shape, w.shape, stride, pads, dilation, groups,
-                                           padding_mode, (Ho, Wo))
-            self._launch("conv2d.cu", "conv2d_nchw", launch, x, w, out)
-            return _generic.add_bias(out, bias)
+            plan = kernels.conv2d_launch(x.shape, w.shape, stride, pads, dilation, groups,
+                                         padding_mode, (Ho, Wo), x.dtype,
+                                         sm_count=self._sm_count(), scratch_bytes=scratch_bytes)
+            return _generic.add_bias(self._run_conv(plan, x, w, out), bias)
 
     def _conv2d_gemm(self, x, wmat, kernel_hw, stride, origin, dilation, mode, fillvalue, out,
                      scratch_bytes):
@@ -318,10 +319,11 @@ class CupyBackend(ArrayBackend):
             out = self.xp.empty((N, Cout, *out_hw), dtype=x.dtype)
             if out.size == 0:
                 return out
-            launch = kernels.conv_transpose2d_launch(x.shape, w.shape, stride, padding,
-                                                     dilation, groups, tuple(out_hw))
-            self._launch("conv2d.cu", "conv_transpose2d_nchw", launch, x, w, out)
-            return _generic.add_bias(out, bias)
+            plan = kernels.conv_transpose2d_launch(x.shape, w.shape, stride, padding,
+                                                   dilation, groups, tuple(out_hw), x.dtype,
+                                                   sm_count=self._sm_count(),
+                                                   scratch_bytes=scratch_bytes)
+            return _generic.add_bias(self._run_conv(plan, x, w, out), bias)
 
     def _conv_transpose2d_gemm(self, x, w, stride, padding, dilation, groups, out_hw,
                                scratch_bytes, bias):
@@ -394,3 +396,21 @@ class CupyBackend(ArrayBackend):
                     total += part
             dw = xp.ascontiguousarray(total.transpose(0, 2, 1), dtype=x.dtype)  # (G, Og, K)
             return dw.reshape(O, Cg, kh, kw)
+
+    def _run_conv(self, plan: kernels.ConvPlan, x: Any, w: Any, out: Any) -> Any:
+        # Split-K: partial sums into a workspace, then a fixed-order reduction
+        # (deterministic, unlike atomics).
+        if plan.reduce is None:
+            return self._launch("conv2d.cu", plan.kernel, plan.launch, x, w, out)
+        workspace = self.xp.empty(plan.workspace_items, dtype=x.dtype)
+        self._launch("conv2d.cu", plan.kernel, plan.launch, x, w, workspace)
+        return self._launch("conv2d.cu", "conv2d_splitk_reduce", plan.reduce, x, workspace, out)
+
+    def _sm_count(self) -> int:
+        device_id = self.xp.cuda.Device().id
+        count = self._sm_counts.get(device_id)
+        if count is None:
+            props = self.xp.cuda.runtime.getDeviceProperties(device_id)
+            count = self._sm_counts[device_id] = int(
+                props.get("multiProcessorCount", kernels.DEFAULT_SM_COUNT))
+        return count

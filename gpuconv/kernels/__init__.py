@@ -30,6 +30,7 @@ __all__ = [
     "COMPILE_OPTIONS",
     "VARIANTS",
     "Launch",
+    "ConvPlan",
     "source",
     "name_expressions",
     "typename",
@@ -48,7 +49,8 @@ __all__ = [
 # File -> the kernel templates it defines.
 KERNELS: dict[str, tuple[str, ...]] = {
     "correlate_planes.cu": ("correlate_planes",),
-    "conv2d.cu": ("conv2d_nchw", "conv_transpose2d_nchw"),
+    "conv2d.cu": ("conv2d_igemm", "conv2d_igemm_padded", "conv_transpose2d_igemm",
+                  "conv2d_splitk_reduce"),
     "im2col.cu": ("im2col", "col2im"),
 }
 
@@ -81,8 +83,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 # Mirrors of the .cu #defines (a test checks they agree).
 PLANES_BLOCK = (32, 8, 1)      # (GC_TW, GC_BY)
 PLANES_TILE = (32, 32)         # (GC_TH, GC_TW) outputs per block
-CONV_THREADS = 128             # GC_CONV_THREADS
-CONV_CHANNELS_PER_THREAD = 8   # GC_COB
 COL_THREADS = 128              # GC_COL_THREADS
 
 # CUDA's grid limits (x, y, z).
@@ -194,45 +194,232 @@ def planes_launch(x_shape: tuple[int, int, int], w_shape: tuple[int, int],
     return Launch(grid, PLANES_BLOCK, args)
 
 
-def _conv_grid(N: int, Cout: int, groups: int, Ho: int, Wo: int,
-               grid_limits: tuple[int, int, int]) -> tuple[int, int, int]:
-    cblocks = -(-(Cout // groups) // CONV_CHANNELS_PER_THREAD)
-    return _grid(-(-(Ho * Wo) // CONV_THREADS), groups * cblocks, N, grid_limits)
+# Mirrors of conv2d.cu's #defines (a test checks they agree).
+CONV_TILE = (64, 64)           # (GC_IG_BM, GC_IG_BN): output pixels x channels per block
+CONV_THREADS = 256             # GC_IG_THREADS
+CONV_TABLE = 256               # GC_IG_TAB: taps decoded per chunk of the reduction
+# Reduction slice staged in shared memory per dtype (gc_ig_cfg<T>::BK).
+CONV_SLICE: dict[np.dtype, int] = {
+    np.dtype(np.float16): 16,
+    np.dtype(np.float32): 16,
+    np.dtype(np.float64): 8,
+    np.dtype(np.complex64): 8,
+    np.dtype(np.complex128): 8,
+}
+# Blocks of the conv kernels resident per SM (float: ~120 registers x 256
+# threads).  A launch of fewer than half a wave of such blocks splits its
+# reduction so the wave fills without spilling into a second one, into splits
+# of at least SPLIT_K_MIN_SLICES slices each.
+SPLIT_K_BLOCKS_PER_SM = 2
+SPLIT_K_MIN_SLICES = 4
+# Streaming multiprocessors assumed when the caller does not say (H100/H200 SXM).
+DEFAULT_SM_COUNT = 132
+# Far-away coordinate of the kernel's null tap: every in-plane coordinate is smaller.
+_FAR = 2**29
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """The launches of one implicit-GEMM convolution.
+
+    ``launch`` runs ``kernel``; with ``splits > 1`` it writes ``splits``
+    partial results of the accumulator type into a workspace of
+    ``workspace_items`` elements of the input dtype, and ``reduce`` (a launch
+    of ``conv2d_splitk_reduce``, arguments: workspace instead of the weights)
+    adds them into the output in a fixed order.
+
+    For a cost model: ``tile_macs`` is the multiply-adds the blocks issue
+    (whole 64 x 64 tiles and reduction slices, so a 6-channel layer costs as
+    much as a 64-channel one), ``wave_macs`` the same rounded up to whole
+    waves of ``SPLIT_K_BLOCKS_PER_SM`` blocks per SM (a second, nearly empty
+    wave takes as long as a full one).
+    """
+
+    kernel: str
+    launch: Launch
+    splits: int = 1
+    reduce: Launch | None = None
+    workspace_items: int = 0
+    tile_macs: int = 0
+    wave_macs: int = 0
+
+    @property
+    def launches(self) -> int:
+        return 1 if self.reduce is None else 2
+
+
+def _accumulator_itemsize(dtype: np.dtype) -> int:
+    return 4 if dtype == np.float16 else dtype.itemsize
+
+
+def _split_count(blocks: int, K: int, slice_k: int, out_items: int, dtype: np.dtype,
+                 sm_count: int, splits: int | None, scratch_bytes: int | None,
+                 z_limit: int) -> int:
+    slices = -(-K // slice_k) if K else 0
+    if splits is None:
+        wave = SPLIT_K_BLOCKS_PER_SM * sm_count
+        splits = min(wave // max(blocks, 1), slices // SPLIT_K_MIN_SLICES)
+        if splits < 2:
+            return 1
+        if scratch_bytes is not None:
+            splits = min(splits, scratch_bytes // max(out_items * _accumulator_itemsize(dtype), 1))
+    elif splits < 1:
+        raise ValueError(f"splits must be a positive integer, got {splits}")
+    splits = max(1, min(splits, max(slices, 1), z_limit))
+    # No split without work: each gets ceil(slices / splits) slices.
+    per = -(-max(slices, 1) // splits)
+    return -(-max(slices, 1) // per)
+
+
+def _table_chunk(what: str, rows: tuple[int, int], cols: tuple[int, int], H: int, W: int,
+                 taps: int) -> int:
+    """Taps the kernel decodes per chunk, so that its 32-bit offsets cannot overflow.
+
+    Within a chunk the kernel addresses channel ``c`` (relative to the
+    chunk's first channel) at ``c * H * W + row * W + col`` in 32 bits, for
+    every row in ``rows`` and column in ``cols`` it may form (out-of-plane
+    ones included); 64-bit math happens once per chunk.
+    """
+    lo_r, hi_r = rows
+    lo_c, hi_c = cols
+    extent = max(abs(lo_r), abs(hi_r) + 1) * W + max(abs(lo_c), abs(hi_c) + 1)
+    spare = (_INT32_MAX - extent) // max(H * W, 1)  # whole channels beyond the first
+    if max(abs(lo_r), abs(hi_r), abs(lo_c), abs(hi_c)) >= _FAR or spare < 1:
+        raise ValueError(f"{what} spans too many elements for the kernels' 32-bit in-plane "
+                         "offsets; split the input or use method='gemm'")
+    # A chunk of n consecutive taps touches at most ceil(n / taps) + 1 channels.
+    return max(1, min(CONV_TABLE, spare * max(taps, 1)))
+
+
+def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout: int, Ho: int,
+               Wo: int, Kmax: int, M: int, y_blocks: int, dtype: Any, sm_count: int, splits: int | None, scratch_bytes: int | None,
+               grid_limits: tuple[int, int, int]) -> ConvPlan:
+    dtype = np.dtype(dtype)
+    typename(dtype)
+    x_blocks = -(-M // CONV_TILE[0])
+    slice_k = CONV_SLICE[dtype]
+    out_items = N * Cout * Ho * Wo
+    s = _split_count(x_blocks * y_blocks, Kmax, slice_k, out_items, dtype, sm_count, splits,
+                     scratch_bytes, grid_limits[2])
+    grid = _grid(x_blocks, y_blocks, 1, grid_limits)
+    launch = Launch((grid[0], grid[1], s), (CONV_THREADS, 1, 1), args_head + (s, chunk))
+    block_macs = CONV_TILE[0] * CONV_TILE[1] * -(-(-(-Kmax // slice_k)) // s) * slice_k
+    blocks = x_blocks * y_blocks * s
+    wave = SPLIT_K_BLOCKS_PER_SM * sm_count
+    work = dict(tile_macs=blocks * block_macs, wave_macs=-(-blocks // wave) * wave * block_macs)
+    if s == 1:
+        return ConvPlan(kernel, launch, **work)
+    workspace_bytes = s * out_items * _accumulator_itemsize(dtype)
+    reduce_blocks = max(1, min(-(-out_items // CONV_THREADS), 65535))
+    _check_int32("images x channels", N * Cout)
+    reduce = Launch((reduce_blocks, 1, 1), (CONV_THREADS, 1, 1), (s, N * Cout, Ho * Wo))
+    return ConvPlan(kernel, launch, s, reduce, -(-workspace_bytes // dtype.itemsize), **work)
 
 
 @functools.lru_cache(maxsize=1024)
 def conv2d_launch(x_shape: tuple[int, int, int, int], w_shape: tuple[int, int, int, int],
                   stride: tuple[int, int], pads: tuple[int, int, int, int],
                   dilation: tuple[int, int], groups: int, padding_mode: str,
-                  out_hw: tuple[int, int],
-                  grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
-    """Launch of ``conv2d_nchw``; ``pads`` is (top, bottom, left, right)."""
+                  out_hw: tuple[int, int], dtype: Any = np.float32, *,
+                  sm_count: int = DEFAULT_SM_COUNT, splits: int | None = None,
+                  scratch_bytes: int | None = None,
+                  grid_limits: tuple[int, int, int] = GRID_LIMITS) -> ConvPlan:
+    """Launches of the implicit-GEMM ``conv2d``; ``pads`` is (top, bottom, left, right).
+
+    ``splits`` forces the number of reduction splits; by default the
+    reduction is split when the grid fills less than half a wave
+    (``SPLIT_K_BLOCKS_PER_SM * sm_count`` blocks), into as many splits as
+    fit in one wave, keeping the workspace under ``scratch_bytes``.
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> plan = kernels.conv2d_launch((32, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1),
+    ...                              (1, 1), 1, "zeros", (28, 28))
+    >>> plan.kernel, plan.launch.grid, plan.splits   # 25088 pixels: 392 tiles of 64
+    ('conv2d_igemm', (392, 1, 1), 1)
+    >>> plan = kernels.conv2d_launch((8, 256, 14, 14), (256, 256, 3, 3), (1, 1), (1, 1, 1, 1),
+    ...                              (1, 1), 1, "zeros", (14, 14))
+    >>> plan.launch.grid, plan.splits   # 100 blocks for 132 SMs: the reduction is split
+    ((25, 4, 2), 2)
+    """
     N, C, H, W = x_shape
-    Cout, _, kh, kw = w_shape
+    Cout, Cg, kh, kw = w_shape
     Ho, Wo = out_hw
+    sh, sw = stride
+    dh, dw = dilation
     _check_int32("plane size", H * W, Ho * Wo)
-    grid = _conv_grid(N, Cout, groups, Ho, Wo, grid_limits)
-    args = (N, C, H, W, Cout, kh, kw, Ho, Wo, stride[0], stride[1], pads[0], pads[2],
-            dilation[0], dilation[1], groups, PADDING_CODES[padding_mode])
-    return Launch(grid, (CONV_THREADS, 1, 1), args)
+    _check_int32("weight count", Cout * Cg * kh * kw)
+    chunk = _table_chunk("the padded input",
+                         (min(-pads[0], 0), max(H - 1, (Ho - 1) * sh - pads[0] + (kh - 1) * dh)),
+                         (min(-pads[2], 0), max(W - 1, (Wo - 1) * sw - pads[2] + (kw - 1) * dw)),
+                         H, W, kh * kw)
+    # The kernel folds a padded coordinate back into the plane once (numpy.pad
+    # and PyTorch allow no wider reflect / circular padding either).
+    widest = {"reflect": (H - 1, W - 1), "circular": (H, W)}.get(padding_mode)
+    if widest and (max(pads[:2]) > widest[0] or max(pads[2:]) > widest[1]):
+        raise ValueError(f"padding_mode={padding_mode!r} needs pads (top, bottom, left, right) "
+                         f"of at most {widest[0]}, {widest[0]}, {widest[1]}, {widest[1]} for a "
+                         f"{H}x{W} input; got {tuple(pads)}")
+    kernel = "conv2d_igemm" if padding_mode == "zeros" else "conv2d_igemm_padded"
+    head = (N, C, H, W, Cout, kh, kw, Ho, Wo, sh, sw, pads[0], pads[2], dh, dw, groups,
+            PADDING_CODES[padding_mode])
+    y_blocks = groups * -(-(Cout // groups) // CONV_TILE[1])
+    return _conv_plan(kernel, head, chunk, N, Cout, Ho, Wo, Cg * kh * kw, N * Ho * Wo, y_blocks,
+                      dtype, sm_count, splits, scratch_bytes, grid_limits)
+
+
+def _phase_taps(k: int, d: int, s: int, shift: int) -> int:
+    """Taps u < k with u * d = shift (mod s): the sub-kernel of one output phase."""
+    return sum(1 for u in range(k) if (shift - u * d) % s == 0)
 
 
 @functools.lru_cache(maxsize=1024)
 def conv_transpose2d_launch(x_shape: tuple[int, int, int, int],
                             w_shape: tuple[int, int, int, int], stride: tuple[int, int],
                             padding: tuple[int, int], dilation: tuple[int, int], groups: int,
-                            out_hw: tuple[int, int],
-                            grid_limits: tuple[int, int, int] = GRID_LIMITS) -> Launch:
-    """Launch of ``conv_transpose2d_nchw``; weights are (C_in, C_out/groups, kh, kw)."""
+                            out_hw: tuple[int, int], dtype: Any = np.float32, *,
+                            sm_count: int = DEFAULT_SM_COUNT, splits: int | None = None,
+                            scratch_bytes: int | None = None,
+                            grid_limits: tuple[int, int, int] = GRID_LIMITS) -> ConvPlan:
+    """Launches of the implicit-GEMM ``conv_transpose2d``; weights are (C_in, C_out/groups, kh, kw).
+
+    One sub-problem per output phase ``(oi mod sh, oj mod sw)``, each a stride-1
+    correlation with the taps that reach that phase; ``blockIdx.y`` walks
+    (group, channel tile, phase).
+
+    Examples
+    --------
+    >>> from gpuconv import kernels
+    >>> plan = kernels.conv_transpose2d_launch((4, 16, 7, 7), (16, 8, 4, 4), (2, 2), (1, 1),
+    ...                                        (1, 1), 1, (14, 14))
+    >>> plan.launch.grid   # 4 images x 7 x 7 pixels per phase, 4 phases
+    (4, 4, 1)
+    """
     N, C, H, W = x_shape
     _, Coutg, kh, kw = w_shape
     Cout = Coutg * groups
     Ho, Wo = out_hw
-    _check_int32("plane size", H * W, (Ho + padding[0]) * (Wo + padding[1]))
-    grid = _conv_grid(N, Cout, groups, Ho, Wo, grid_limits)
-    args = (N, C, H, W, Cout, kh, kw, Ho, Wo, stride[0], stride[1], padding[0], padding[1],
-            dilation[0], dilation[1], groups)
-    return Launch(grid, (CONV_THREADS, 1, 1), args)
+    sh, sw = stride
+    dh, dw = dilation
+    _check_int32("plane size", H * W, Ho * Wo)
+    _check_int32("weight count", C * Coutg * kh * kw)
+    Hq, Wq = -(-Ho // sh), -(-Wo // sw)
+    # Input rows read: q + (a + pad - u * dh) // sh for q < Hq, phase a < sh, tap u < kh.
+    row_taps = [_phase_taps(kh, dh, sh, a + padding[0]) for a in range(sh)]
+    col_taps = [_phase_taps(kw, dw, sw, b + padding[1]) for b in range(sw)]
+    fewest = min([t for t in row_taps if t] or [1]) * min([t for t in col_taps if t] or [1])
+    chunk = _table_chunk("the transposed convolution's input",
+                         (min(0, (padding[0] - (kh - 1) * dh) // sh - 1),
+                          max(H - 1, Hq + (sh + padding[0]) // sh + 1)),
+                         (min(0, (padding[1] - (kw - 1) * dw) // sw - 1),
+                          max(W - 1, Wq + (sw + padding[1]) // sw + 1)), H, W, fewest)
+    taps = max(row_taps) * max(col_taps)
+    head = (N, C, H, W, Cout, kh, kw, Ho, Wo, sh, sw, padding[0], padding[1], dh, dw, groups)
+    y_blocks = groups * -(-Coutg // CONV_TILE[1]) * sh * sw
+    return _conv_plan("conv_transpose2d_igemm", head, chunk, N, Cout, Ho, Wo, (C // groups) * taps,
+                      N * Hq * Wq, y_blocks, dtype, sm_count, splits, scratch_bytes,
+                      grid_limits)
 
 
 def _col_grid(pixels: int, channels: int, images: int,
