@@ -70,8 +70,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     global CUPY_IN_USE
     config.addinivalue_line(
-        "markers", "heavy_on_standin(reason): skipped on the CuPy stand-in, where the kernel "
-                   "emulator would take too long; runs on a real GPU")
+        "markers", "heavy_on_standin(reason): skipped where it would run on the CuPy "
+                   "stand-in (too long for the kernel emulator); runs on a real GPU and on "
+                   "the numpy backend")
     forced = config.getoption("--cupy-standin")
     never = config.getoption("--no-cupy-standin")
     if forced and never:
@@ -100,16 +101,11 @@ def pytest_report_header(config):
 
 def pytest_runtest_setup(item):
     marker = item.get_closest_marker("heavy_on_standin")
-    if marker is not None and cupy_standin.installed() and _runs_on_cupy(item):
+    callspec = getattr(item, "callspec", None)
+    on_numpy = callspec is not None and callspec.params.get("backend") == "numpy"
+    if marker is not None and cupy_standin.installed() and not on_numpy:
         reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
         pytest.skip(f"too heavy for the CuPy stand-in's kernel emulator: {reason}")
-
-
-def _runs_on_cupy(item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("backend") == "cupy":
-        return True
-    return item.get_closest_marker("gpu") is not None
 
 
 def backend_skip_reason(name: str) -> str | None:
@@ -164,15 +160,29 @@ def to_host(a: Any) -> np.ndarray:
     return np.asarray(a) if xp is np else xp.asnumpy(a)
 
 
+def check_array(actual: Any, xp: Any, dtype: Any, shape: tuple[int, ...]) -> None:
+    """``actual`` is an array of namespace ``xp`` (on its current device), of ``dtype`` and
+    ``shape``: a CuPy run must return CuPy arrays of the dtype a NumPy run returns."""
+    array_type = np.ndarray if xp is np else xp.ndarray
+    assert isinstance(actual, array_type), (
+        f"expected an array of {xp.__name__}, got {type(actual).__module__}."
+        f"{type(actual).__qualname__}")
+    if xp is not np and hasattr(xp, "cuda"):
+        assert actual.device == xp.cuda.Device(), (actual.device, xp.cuda.Device())
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert tuple(actual.shape) == tuple(shape), f"shape {actual.shape}, expected {shape}"
+
+
 def assert_close(actual: Any, expected: Any, dtype: Any = None, scale: float = 1.0, *,
                  xp: Any = None) -> None:
     """Check that ``actual`` is the array ``expected`` describes, then its values.
 
     In order: ``actual`` is an array of the namespace ``xp`` (a CuPy run must
     return CuPy arrays, on the current device), its dtype is ``dtype``, its
-    shape is that of ``expected``; then the values agree within the relative
-    tolerance of ``dtype`` (:data:`RTOL`), taken relative to the largest
-    ``|expected|`` (times ``scale``).  Integer and bool results must be exact.
+    shape is that of ``expected`` (:func:`check_array`); then the values agree
+    within the relative tolerance of ``dtype`` (:data:`RTOL`), taken relative
+    to the largest ``|expected|`` (times ``scale``).  Integer and bool results
+    must be exact.
 
     Parameters
     ----------
@@ -189,16 +199,10 @@ def assert_close(actual: Any, expected: Any, dtype: Any = None, scale: float = 1
         ``expected``.
     """
     xp = namespace_of(expected) if xp is None else xp
-    array_type = np.ndarray if xp is np else xp.ndarray
-    assert isinstance(actual, array_type), (
-        f"expected an array of {xp.__name__}, got {type(actual).__module__}."
-        f"{type(actual).__qualname__}")
-    if xp is not np and hasattr(xp, "cuda"):
-        assert actual.device == xp.cuda.Device(), (actual.device, xp.cuda.Device())
-    want_dtype = np.dtype(dtype if dtype is not None else to_host(expected).dtype)
-    assert actual.dtype == want_dtype, f"dtype {actual.dtype}, expected {want_dtype}"
-    actual, expected = to_host(actual), to_host(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    expected = to_host(expected)
+    want_dtype = np.dtype(dtype if dtype is not None else expected.dtype)
+    check_array(actual, xp, want_dtype, expected.shape)
+    actual = to_host(actual)
     rtol = RTOL.get(want_dtype, 0.0)
     magnitude = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30) * scale
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * magnitude)
