@@ -43,7 +43,8 @@ __all__ = ["install", "uninstall", "installed", "suspended", "activity", "Activi
 #: The folder holding the stand-in's ``cupy`` and ``cupyx`` packages.
 SITE = Path(__file__).parent / "site"
 _TOP_LEVEL = ("cupy", "cupyx")
-_saved: dict[str, object] = {}
+_saved: dict[str, object] = {}   # the real CuPy's modules while the stand-in is installed
+_fakes: dict[str, object] = {}   # the stand-in's modules while it is not
 
 
 def _cupy_module_names() -> list[str]:
@@ -62,12 +63,17 @@ def install() -> None:
     _saved.clear()
     for name in _cupy_module_names():
         _saved[name] = sys.modules.pop(name)
-    sys.path.insert(0, str(SITE))
-    try:
-        importlib.import_module("cupy")
-        importlib.import_module("cupyx")
-    finally:
-        sys.path.remove(str(SITE))
+    if _fakes:
+        # The same module objects as before: references taken earlier stay valid.
+        sys.modules.update(_fakes)
+        _fakes.clear()
+    else:
+        sys.path.insert(0, str(SITE))
+        try:
+            importlib.import_module("cupy")
+            importlib.import_module("cupyx")
+        finally:
+            sys.path.remove(str(SITE))
     _reset_gpuconv()
 
 
@@ -76,7 +82,7 @@ def uninstall() -> None:
     if not installed():
         return
     for name in _cupy_module_names():
-        del sys.modules[name]
+        _fakes[name] = sys.modules.pop(name)
     sys.modules.update(_saved)
     _saved.clear()
     _reset_gpuconv()

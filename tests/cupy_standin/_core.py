@@ -258,6 +258,14 @@ class _Flags:
     def __init__(self, c: bool, f: bool, own: bool):
         self.c_contiguous, self.f_contiguous, self.owndata = c, f, own
 
+    @property
+    def fnc(self) -> bool:
+        return self.f_contiguous and not self.c_contiguous
+
+    @property
+    def forc(self) -> bool:
+        return self.f_contiguous or self.c_contiguous
+
     def __getitem__(self, name: str) -> bool:
         return {"C_CONTIGUOUS": self.c_contiguous, "F_CONTIGUOUS": self.f_contiguous,
                 "OWNDATA": self.owndata}[name]
