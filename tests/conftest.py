@@ -15,7 +15,8 @@ run in the host emulator.  So:
 * ``python -m pytest --cupy-standin`` -- the stand-in even where a GPU is
   usable (to check the stand-in itself, or to run fast without one);
 * ``python -m pytest --no-cupy-standin`` -- never the stand-in: without a
-  usable CuPy the CuPy tests skip, naming why.
+  usable CuPy the CuPy tests skip, naming why (as they do where there is no
+  host C++ compiler to build the emulator).
 
 The stand-in is installed into :data:`sys.modules` at the start of the
 session and removed at its end; the session header says which CuPy runs.
@@ -35,6 +36,7 @@ import pytest
 
 import cupy_standin
 import gpuconv
+import kernel_emulator
 from gpuconv._dispatch import array_library
 from gpuconv.backend import get_backend_object
 
@@ -77,15 +79,19 @@ def pytest_configure(config):
     never = config.getoption("--no-cupy-standin")
     if forced and never:
         raise pytest.UsageError("--cupy-standin and --no-cupy-standin contradict each other")
+    no_compiler = ("no host C++ compiler (g++ or $CXX) for the stand-in's kernel emulator"
+                   if kernel_emulator.compiler() is None else None)
     if forced:
+        if no_compiler:
+            raise pytest.UsageError(f"--cupy-standin: {no_compiler}")
         cupy_standin.install()
         CUPY_IN_USE = "the NumPy-backed stand-in (--cupy-standin)"
         return
     reason = backend_skip_reason("cupy")
     if reason is None:
         CUPY_IN_USE = "the real CuPy"
-    elif never:
-        CUPY_IN_USE = f"none (--no-cupy-standin; {reason})"
+    elif never or no_compiler:
+        CUPY_IN_USE = f"none ({'--no-cupy-standin' if never else no_compiler}; {reason})"
     else:
         cupy_standin.install()
         CUPY_IN_USE = f"the NumPy-backed stand-in ({reason})"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -68,13 +69,34 @@ def install() -> None:
         sys.modules.update(_fakes)
         _fakes.clear()
     else:
+        environment = _saved.get("cupy._environment") or _real_cupy_environment()
         sys.path.insert(0, str(SITE))
         try:
-            importlib.import_module("cupy")
+            cupy = importlib.import_module("cupy")
             importlib.import_module("cupyx")
         finally:
             sys.path.remove(str(SITE))
+        if environment is not None:
+            # CuPy's low-level bindings (cupy_backends: NVRTC, which the kernel
+            # compile tests use without a device) find the CUDA libraries through
+            # cupy._environment, plain host code: lend them the real one.
+            sys.modules["cupy._environment"] = environment
+            cupy._environment = environment
     _reset_gpuconv()
+
+
+def _real_cupy_environment() -> object | None:
+    """The real ``cupy._environment`` (standard library only), without importing CuPy."""
+    spec = importlib.util.find_spec("cupy")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "_environment.py"
+    if not path.is_file():
+        return None
+    env_spec = importlib.util.spec_from_file_location("cupy._environment", path)
+    module = importlib.util.module_from_spec(env_spec)
+    env_spec.loader.exec_module(module)
+    return module
 
 
 def uninstall() -> None:
