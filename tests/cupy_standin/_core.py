@@ -33,8 +33,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import operator
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -615,34 +615,6 @@ class ndarray:  # noqa: N801 - CuPy's name
     def dot(self, b: Any, out: Any = None) -> ndarray:
         return _namespace().dot(self, b, out=out)
 
-    for _name in ("all", "any", "argmax", "argmin", "argpartition", "argsort", "choose", "clip",
-                  "compress", "conj", "conjugate", "cumprod", "cumsum", "diagonal", "flatten",
-                  "max", "mean", "min", "nonzero", "partition", "prod", "put", "ravel",
-                  "repeat", "round", "sort", "squeeze", "std", "sum", "swapaxes", "take",
-                  "trace", "var"):
-        locals()[_name] = _host_method(_name)
-    del _name
-
-    # -- arithmetic: device arrays and scalars only ---------------------------
-    import operator as _op
-
-    for _name, _fn in (("add", _op.add), ("sub", _op.sub), ("mul", _op.mul),
-                       ("matmul", _op.matmul), ("truediv", _op.truediv),
-                       ("floordiv", _op.floordiv), ("mod", _op.mod), ("pow", _op.pow),
-                       ("lshift", _op.lshift), ("rshift", _op.rshift), ("and", _op.and_),
-                       ("or", _op.or_), ("xor", _op.xor), ("divmod", divmod)):
-        locals()[f"__{_name}__"] = _binary(_fn, f"__{_name}__")
-        locals()[f"__r{_name}__"] = _binary(_fn, f"__r{_name}__", reflected=True)
-    for _name, _fn in (("add", _op.iadd), ("sub", _op.isub), ("mul", _op.imul),
-                       ("truediv", _op.itruediv), ("floordiv", _op.ifloordiv),
-                       ("mod", _op.imod), ("pow", _op.ipow), ("lshift", _op.ilshift),
-                       ("rshift", _op.irshift), ("and", _op.iand), ("or", _op.ior),
-                       ("xor", _op.ixor)):
-        locals()[f"__i{_name}__"] = _inplace(_fn, f"__i{_name}__")
-    for _name, _fn in (("lt", _op.lt), ("le", _op.le), ("eq", _op.eq), ("ne", _op.ne),
-                       ("gt", _op.gt), ("ge", _op.ge)):
-        locals()[f"__{_name}__"] = _binary(_fn, f"__{_name}__")
-    del _name, _fn, _op
 
     def __neg__(self) -> ndarray:
         return to_device(-self._host)
@@ -657,6 +629,31 @@ class ndarray:  # noqa: N801 - CuPy's name
         return to_device(~self._host)
 
 
+# Methods that compute on the device: NumPy's, with device arrays in and out.
+for _name in ("all", "any", "argmax", "argmin", "argpartition", "argsort", "choose", "clip",
+              "compress", "conj", "conjugate", "cumprod", "cumsum", "diagonal", "flatten", "max",
+              "mean", "min", "nonzero", "partition", "prod", "put", "ravel", "repeat", "round",
+              "sort", "squeeze", "std", "sum", "swapaxes", "take", "trace", "var"):
+    setattr(ndarray, _name, _host_method(_name))
+# Arithmetic and comparisons: device arrays and scalars only.
+for _name, _fn in (("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+                   ("matmul", operator.matmul), ("truediv", operator.truediv),
+                   ("floordiv", operator.floordiv), ("mod", operator.mod), ("pow", operator.pow),
+                   ("lshift", operator.lshift), ("rshift", operator.rshift),
+                   ("and", operator.and_), ("or", operator.or_), ("xor", operator.xor),
+                   ("divmod", divmod)):
+    setattr(ndarray, f"__{_name}__", _binary(_fn, f"__{_name}__"))
+    setattr(ndarray, f"__r{_name}__", _binary(_fn, f"__r{_name}__", reflected=True))
+for _name, _fn in (("add", operator.iadd), ("sub", operator.isub), ("mul", operator.imul),
+                   ("truediv", operator.itruediv), ("floordiv", operator.ifloordiv),
+                   ("mod", operator.imod), ("pow", operator.ipow), ("lshift", operator.ilshift),
+                   ("rshift", operator.irshift), ("and", operator.iand), ("or", operator.ior),
+                   ("xor", operator.ixor)):
+    setattr(ndarray, f"__i{_name}__", _inplace(_fn, f"__i{_name}__"))
+for _name, _fn in (("lt", operator.lt), ("le", operator.le), ("eq", operator.eq),
+                   ("ne", operator.ne), ("gt", operator.gt), ("ge", operator.ge)):
+    setattr(ndarray, f"__{_name}__", _binary(_fn, f"__{_name}__"))
+del _name, _fn
 ndarray.__module__ = "cupy"
 
 
@@ -725,7 +722,3 @@ def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, *,
 
 def get_array_module(*args: Any) -> Any:
     return _namespace() if any(isinstance(a, ndarray) for a in args) else np
-
-
-def event_time() -> float:
-    return time.perf_counter()
