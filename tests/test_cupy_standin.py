@@ -77,9 +77,15 @@ def test_numpy_operands_are_refused_scalars_are_not(cupy):
     host = np.ones((2, 3), dtype=np.float32)
     for mix in (lambda: x + host, lambda: host + x, lambda: x * np.float64(1) + host,
                 lambda: cupy.add(x, host), lambda: cupy.matmul(x, host.T),
-                lambda: x.__setitem__(Ellipsis, host), lambda: x + np.asarray(2.0)):
+                lambda: x + np.asarray(2.0)):
         with pytest.raises(TypeError):
             mix()
+    # Assignment goes through fill(), which takes host scalars only.
+    with pytest.raises(ValueError, match="non-scalar numpy.ndarray cannot be used for fill"):
+        x[...] = host
+    x[0] = np.float32(3)
+    x[1, 1:] = np.asarray(4.0)
+    assert x.get().tolist() == [[3, 3, 3], [1, 4, 4]]
     # Python and NumPy scalars are fine, with NumPy 2's (NEP 50) promotion.
     assert (x * 2.0).dtype == np.float32
     assert (np.float64(2.0) * x).dtype == np.float64

@@ -11,9 +11,10 @@ they differ from NumPy's (CuPy 14, read from ``cupy/_core/core.pyx``):
   device-to-host copy, counted here as a synchronisation;
 * there is no ``__index__``: a 0-d device integer is not a Python index;
 * NumPy arrays (of any shape, even 0-d) are refused as operands of device
-  arithmetic, ufuncs, functions and ``__setitem__`` values with CuPy's
-  ``TypeError: Unsupported type <class 'numpy.ndarray'>``; Python and NumPy
-  scalars are accepted;
+  arithmetic, ufuncs and functions with CuPy's ``TypeError: Unsupported type
+  <class 'numpy.ndarray'>``; Python and NumPy scalars are accepted; assigning
+  a host array into a device array raises CuPy's ``ValueError`` (only host
+  scalars can be assigned);
 * every result is a device array: reductions and integer indexing give 0-d
   device arrays, never NumPy scalars;
 * only CuPy's dtypes exist on the device (bool, integers, float16/32/64,
@@ -578,14 +579,28 @@ class ndarray:  # noqa: N801 - CuPy's name
             return value._host
         if type(value) in _PY_SCALARS or isinstance(value, np.generic):
             return value
-        # NumPy arrays, lists: CuPy's fill kernel takes neither (gh-2079).
+        # NumPy arrays, lists: CuPy's elementwise copy takes neither.
         raise _unsupported(value, f"cupy.ndarray.{where}")
 
+    def _fill_scalar(self, value: Any) -> Any:
+        """What CuPy's ``fill`` makes of a host value: a scalar, or ``ValueError``."""
+        scalar = np.asarray(value, dtype=self.dtype)
+        if scalar.shape != ():
+            raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
+        return scalar[()]
+
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._host[_getitem_key(key)] = self._value(value, "__setitem__")
+        # A device value is copied (broadcasting); anything else goes through fill().
+        host_value = value._host if isinstance(value, ndarray) else self._fill_scalar(value)
+        self._host[_getitem_key(key)] = host_value
 
     def fill(self, value: Any) -> None:
-        self._host[...] = self._value(value, "fill")
+        if isinstance(value, ndarray):
+            if value.shape != ():
+                raise ValueError("non-scalar cupy.ndarray cannot be used for fill")
+            self._host[...] = value._host
+        else:
+            self._host[...] = self._fill_scalar(value)
 
     # -- methods that keep data on the device -------------------------------
     def astype(self, dtype: Any, order: str = "K", casting: Any = None, subok: Any = None,
