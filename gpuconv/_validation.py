@@ -6,11 +6,14 @@ name the argument, echo what was given and say what is allowed.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from typing import Any
 
 import numpy as np
+
+from ._dispatch import array_library
 
 __all__ = [
     "MODES",
@@ -122,10 +125,21 @@ def pair(argname: str, value: Any, *, minimum: int) -> tuple[int, int]:
     return out[0], out[1]
 
 
+def _is_device_array(value: Any) -> bool:
+    return array_library(value) not in (None, "numpy", "dask")
+
+
 def check_fillvalue(fillvalue: Any, work_dtype: np.dtype) -> Any:
     """A scalar fill value representable in ``work_dtype``."""
     if isinstance(fillvalue, (str, bytes)) or fillvalue is None:
         raise TypeError(f"fillvalue must be a real or complex number; got {fillvalue!r}")
+    if _is_device_array(fillvalue):
+        # CuPy refuses implicit conversion; a one-element device array (x.mean(),
+        # say) converts explicitly, one device-to-host copy.
+        shape = tuple(fillvalue.shape)
+        if math.prod(shape) != 1:
+            raise ValueError(f"fillvalue must be a scalar; got an array of shape {shape}")
+        fillvalue = fillvalue.item()
     arr = np.asarray(fillvalue)
     if arr.size != 1:
         raise ValueError(f"fillvalue must be a scalar; got an array of shape {arr.shape}")

@@ -1,12 +1,47 @@
-"""Shared fixtures: the backends and dtypes every op is tested over."""
+"""Shared fixtures: the backends and dtypes every op is tested over.
+
+CuPy in the test suite
+----------------------
+Tests parametrised over the ``backend`` fixture run on ``"numpy"`` and
+``"cupy"``; tests marked ``gpu`` run on ``"cupy"`` only.  Where CuPy cannot
+run, ``"cupy"`` is a strict NumPy-backed stand-in (``tests/cupy_standin``):
+its arrays are a distinct type with CuPy's conversion rules (implicit
+conversion to NumPy raises, NumPy operands are refused, results are device
+arrays), ``cupy.cuda`` describes an NVIDIA H200, and gpuconv's CUDA kernels
+run in the host emulator.  So:
+
+* ``python -m pytest`` -- the real CuPy where it is usable (a GPU machine),
+  the stand-in everywhere else (CI, laptops): CuPy paths always run;
+* ``python -m pytest --cupy-standin`` -- the stand-in even where a GPU is
+  usable (to check the stand-in itself, or to run fast without one);
+* ``python -m pytest --no-cupy-standin`` -- never the stand-in: without a
+  usable CuPy the CuPy tests skip, naming why (as they do where there is no
+  host C++ compiler to build the emulator).
+
+The stand-in is installed into :data:`sys.modules` at the start of the
+session and removed at its end; the session header says which CuPy runs.
+Tests that need the real CuPy's behaviour (its own error message for a
+missing device, say) use ``cupy_standin.suspended()``.  Cases too heavy for
+the emulator carry ``@pytest.mark.heavy_on_standin(reason)`` and are skipped
+on the stand-in with that reason.
+"""
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
+import cupy_standin
 import gpuconv
+import kernel_emulator
+from gpuconv._dispatch import array_library
 from gpuconv.backend import get_backend_object
+
+# The stand-in's own files are not tests (and its package shadows CuPy's name).
+collect_ignore = ["cupy_standin"]
 
 BACKENDS = ["numpy", "cupy"]
 
@@ -19,6 +54,64 @@ RTOL = {
     np.dtype(np.complex64): 2e-5,
     np.dtype(np.complex128): 1e-12,
 }
+
+# Which CuPy this session runs on, for the header and for skip reasons.
+CUPY_IN_USE = "not decided"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("gpuconv")
+    group.addoption("--cupy-standin", action="store_true", default=False,
+                    help="run the CuPy tests on the NumPy-backed CuPy stand-in even where a "
+                         "CUDA device is usable (without one it is the default)")
+    group.addoption("--no-cupy-standin", action="store_true", default=False,
+                    help="never use the CuPy stand-in: without a usable CuPy the CuPy tests "
+                         "skip")
+
+
+def pytest_configure(config):
+    global CUPY_IN_USE
+    config.addinivalue_line(
+        "markers", "heavy_on_standin(reason): skipped where it would run on the CuPy "
+                   "stand-in (too long for the kernel emulator); runs on a real GPU and on "
+                   "the numpy backend")
+    forced = config.getoption("--cupy-standin")
+    never = config.getoption("--no-cupy-standin")
+    if forced and never:
+        raise pytest.UsageError("--cupy-standin and --no-cupy-standin contradict each other")
+    no_compiler = ("no host C++ compiler (g++ or $CXX) for the stand-in's kernel emulator"
+                   if kernel_emulator.compiler() is None else None)
+    if forced:
+        if no_compiler:
+            raise pytest.UsageError(f"--cupy-standin: {no_compiler}")
+        cupy_standin.install()
+        CUPY_IN_USE = "the NumPy-backed stand-in (--cupy-standin)"
+        return
+    reason = backend_skip_reason("cupy")
+    if reason is None:
+        CUPY_IN_USE = "the real CuPy"
+    elif never or no_compiler:
+        CUPY_IN_USE = f"none ({'--no-cupy-standin' if never else no_compiler}; {reason})"
+    else:
+        cupy_standin.install()
+        CUPY_IN_USE = f"the NumPy-backed stand-in ({reason})"
+
+
+def pytest_unconfigure(config):
+    cupy_standin.uninstall()
+
+
+def pytest_report_header(config):
+    return f"cupy: {CUPY_IN_USE}"
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("heavy_on_standin")
+    callspec = getattr(item, "callspec", None)
+    on_numpy = callspec is not None and callspec.params.get("backend") == "numpy"
+    if marker is not None and cupy_standin.installed() and not on_numpy:
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+        pytest.skip(f"too heavy for the CuPy stand-in's kernel emulator: {reason}")
 
 
 def backend_skip_reason(name: str) -> str | None:
@@ -61,14 +154,61 @@ def random_array(rng, shape, dtype):
     return a.astype(dtype)
 
 
-def assert_close(actual, expected, dtype, scale=1.0):
-    """Compare with a per-dtype relative tolerance, relative to the expected magnitude."""
-    # CuPy arrays refuse implicit conversion; .get() is the explicit copy.
-    actual, expected = (a.get() if type(a).__module__.startswith("cupy") else a
-                        for a in (actual, expected))
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    rtol = RTOL[np.dtype(dtype)]
+def namespace_of(a: Any) -> Any:
+    """The array module ``a`` belongs to (NumPy for NumPy arrays, scalars and lists)."""
+    library = array_library(a)
+    return np if library in (None, "numpy") else sys.modules[library]
+
+
+def to_host(a: Any) -> np.ndarray:
+    """``a`` as a NumPy array, through the explicit copy of its library."""
+    xp = namespace_of(a)
+    return np.asarray(a) if xp is np else xp.asnumpy(a)
+
+
+def check_array(actual: Any, xp: Any, dtype: Any, shape: tuple[int, ...]) -> None:
+    """``actual`` is an array of namespace ``xp`` (on its current device), of ``dtype`` and
+    ``shape``: a CuPy run must return CuPy arrays of the dtype a NumPy run returns."""
+    array_type = np.ndarray if xp is np else xp.ndarray
+    assert isinstance(actual, array_type), (
+        f"expected an array of {xp.__name__}, got {type(actual).__module__}."
+        f"{type(actual).__qualname__}")
+    if xp is not np and hasattr(xp, "cuda"):
+        assert actual.device == xp.cuda.Device(), (actual.device, xp.cuda.Device())
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, expected {np.dtype(dtype)}"
+    assert tuple(actual.shape) == tuple(shape), f"shape {actual.shape}, expected {shape}"
+
+
+def assert_close(actual: Any, expected: Any, dtype: Any = None, scale: float = 1.0, *,
+                 xp: Any = None) -> None:
+    """Check that ``actual`` is the array ``expected`` describes, then its values.
+
+    In order: ``actual`` is an array of the namespace ``xp`` (a CuPy run must
+    return CuPy arrays, on the current device), its dtype is ``dtype``, its
+    shape is that of ``expected`` (:func:`check_array`); then the values agree
+    within the relative tolerance of ``dtype`` (:data:`RTOL`), taken relative
+    to the largest ``|expected|`` (times ``scale``).  Integer and bool results
+    must be exact.
+
+    Parameters
+    ----------
+    actual : array
+        What the code under test returned.
+    expected : array_like
+        The oracle's answer, usually NumPy in a higher precision.
+    dtype : dtype, optional
+        The dtype ``actual`` must have; by default that of ``expected``.
+    scale : float, optional
+        Multiplies the tolerance, for sums longer than :data:`RTOL` assumes.
+    xp : module, optional
+        The namespace of ``actual`` (``backend.xp``); by default that of
+        ``expected``.
+    """
+    xp = namespace_of(expected) if xp is None else xp
+    expected = to_host(expected)
+    want_dtype = np.dtype(dtype if dtype is not None else expected.dtype)
+    check_array(actual, xp, want_dtype, expected.shape)
+    actual = to_host(actual)
+    rtol = RTOL.get(want_dtype, 0.0)
     magnitude = max(float(np.max(np.abs(expected), initial=0.0)), 1e-30) * scale
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * magnitude)

@@ -33,7 +33,8 @@ import numpy as np
 
 from gpuconv import kernels as K
 
-__all__ = ["compiler", "skip_or_fail", "sanitizer_env", "Emulator", "EmulatorError"]
+__all__ = ["compiler", "skip_or_fail", "sanitizer_env", "Emulator", "EmulatorError",
+           "emulated_kernel"]
 
 HERE = Path(__file__).parent
 HEADER = HERE / "_emulator" / "gpu_emulator.h"
@@ -259,6 +260,12 @@ class _EmulatedKernel:
         launch = K.Launch(tuple(grid), tuple(block), tuple(v.item() for v in scalars))
         self.emulator.launch(self.kernel, self.dtype, launch, *arrays)
         self.launches += 1
+
+
+def emulated_kernel(emulator: Emulator, kernel: str, dtype) -> _EmulatedKernel:
+    """``kernel<dtype>`` of ``emulator``'s build as a ``cupy.RawKernel``-like callable
+    (``fn(grid, block, args)``, NumPy buffers for the pointers; ``.launches`` counts)."""
+    return _EmulatedKernel(emulator, kernel, dtype)
 
 
 class _FakeCuda:

@@ -3,13 +3,14 @@
 Without a GPU: its registration and the reason it gives, that importing it
 imports no CuPy, and its own code (argument conversion, launch geometry, the
 choice between native kernels and generic code, dtypes) run end to end on the
-CPU through the public functions, with NumPy standing in for CuPy's arrays
-and the CUDA kernels running in the host emulator.  The results must equal
-the NumPy backend's.
+CPU through the public functions, on the CuPy stand-in (``tests/cupy_standin``:
+arrays with CuPy's conversion rules, CUDA kernels in the host emulator).  The
+results must equal the NumPy backend's and be CuPy arrays of the same dtype.
 
 With a GPU (CuPy usable): the same comparisons on the device, plus the cases
 only a device shows (CuPy arrays in and out, negative strides, huge batches,
-the grid limits).  Those tests skip here with the reason.
+the grid limits).  Where CuPy cannot run, these run on the stand-in too (see
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import numpy as np
 import pytest
 
+import cupy_standin
 import gpuconv
 import gpuconv.kernels
 from conftest import assert_close, backend_skip_reason, random_array
@@ -27,28 +29,29 @@ from gpuconv import backend as registry
 
 kernel_emulator = pytest.importorskip("kernel_emulator")
 
-EMULATED = "cupy-emulated"
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128, np.float16, np.int64]
 
 
 # -- without a GPU ------------------------------------------------------------
 
 def test_cupy_is_registered_and_says_why_it_cannot_run():
-    status = gpuconv.available_backends()["cupy"]
-    try:
-        import cupy
-    except ImportError:
-        assert not status.usable and status.reason.startswith("cupy is not installed")
-        return
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        assert not status.usable
-        assert status.reason == f"no CUDA device visible: {exc}"
-        with pytest.raises(gpuconv.BackendUnavailableError, match="no CUDA device visible"):
-            gpuconv.set_backend("cupy")
-    else:
-        assert status.usable == (count > 0), status
+    with cupy_standin.suspended():  # the real CuPy's answer, not the stand-in's
+        status = gpuconv.available_backends()["cupy"]
+        try:
+            import cupy
+        except ImportError:
+            assert not status.usable and status.reason.startswith("cupy is not installed")
+            return
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            assert not status.usable
+            assert status.reason == f"no CUDA device visible: {exc}"
+            with pytest.raises(gpuconv.BackendUnavailableError,
+                               match="no CUDA device visible"):
+                gpuconv.set_backend("cupy")
+        else:
+            assert status.usable == (count > 0), status
 
 
 def test_factory_without_cupy(monkeypatch):
@@ -67,24 +70,21 @@ def test_importing_the_backend_module_imports_no_cupy():
     assert out.strip() == "[]"
 
 
-@pytest.fixture(scope="module")
-def emulated_backend():
+@pytest.fixture
+def emulated():
+    """The CuPy backend's code on the CPU: the stand-in's ``cupy``, kernels in the emulator."""
+    if not cupy_standin.installed():
+        pytest.skip("runs on the CuPy stand-in, and this session runs the real CuPy (the "
+                    "gpu tests below check the same on the device) or none (--no-cupy-standin)")
     if kernel_emulator.compiler() is None:
         kernel_emulator.skip_or_fail("no host C++ compiler (g++ or $CXX) to build the "
                                      "kernel emulator")
-    return kernel_emulator.emulated_cupy_backend()
+    import cupy
 
-
-@pytest.fixture
-def emulated(emulated_backend, monkeypatch):
-    """The CuPy backend's code on the CPU, set as the current backend for the test."""
-    monkeypatch.setitem(registry._factories, EMULATED, lambda: emulated_backend)
-    with gpuconv.set_backend(EMULATED):
-        yield emulated_backend
-
-
-def launches(backend) -> int:
-    return sum(k.launches for k in backend.emulated_kernels.values())
+    with gpuconv.set_backend("cupy"):
+        backend = registry.get_backend_object("cupy")
+        assert backend.xp is cupy
+        yield backend
 
 
 def on_numpy(fn, *args, **kwargs):
@@ -92,7 +92,7 @@ def on_numpy(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def tolerance_dtype(dtype):
+def result_dtype(dtype):
     dtype = np.dtype(dtype)
     return np.dtype(np.float64) if dtype.kind in "biu" else dtype
 
@@ -106,18 +106,12 @@ def test_planes_through_the_backend(emulated, rng, dtype, boundary, op):
     for kshape in [(3, 4), (18, 2)]:
         k = random_array(rng, kshape, dtype)
         for mode in ("full", "same", "valid"):
-            before = launches(emulated)
-            got = fn(x, k, mode=mode, boundary=boundary, fillvalue=2, method="direct")
+            with cupy_standin.activity() as seen:
+                got = fn(x, k, mode=mode, boundary=boundary, fillvalue=2, method="direct")
             want = on_numpy(fn, x, k, mode=mode, boundary=boundary, fillvalue=2,
                             method="direct")
-            assert launches(emulated) == before + 1, "the native kernel did not run"
-            assert got.dtype == want.dtype and got.shape == want.shape
-            assert_close(got, want, tolerance_dtype(dtype))
-
-
-def half_launches(backend) -> int:
-    return sum(k.launches for key, k in backend.emulated_kernels.items()
-               if key[2] == np.float16)
+            assert seen.total_launches == 1, "the native kernel did not run"
+            assert_close(got, want, result_dtype(dtype), xp=emulated.xp)
 
 
 @pytest.mark.parametrize("method", ["direct", "gemm"])
@@ -139,12 +133,15 @@ def test_float16_runs_the_half_kernels_natively(emulated, rng, method):
                                           method=method), int(method == "direct")),
     ]
     for call, half_kernels in calls:
-        before = half_launches(emulated)
-        got = call()
+        with cupy_standin.activity() as seen:
+            got = call()
         want = on_numpy(call)
-        assert half_launches(emulated) == before + half_kernels
-        assert got.dtype == want.dtype == np.float16 and got.shape == want.shape
-        assert_close(got, want, np.float16)
+        # (A split-K reduction, where the device's size calls for one, is a second launch.)
+        half = sum(n for name, n in seen.launches.items()
+                   if "<gc_half>" in name and "splitk_reduce" not in name)
+        assert half == half_kernels, seen.launches
+        assert want.dtype == np.float16
+        assert_close(got, want, np.float16, xp=emulated.xp)
 
 
 @pytest.mark.parametrize("variant", gpuconv.kernels.VARIANTS["correlate_planes.cu"])
@@ -153,13 +150,14 @@ def test_kernel_variants_through_the_backend(emulated, rng, variant):
     k = random_array(rng, (5, 4), np.float32)
     emulated.kernel_variants = {"correlate_planes.cu": (variant,)}
     try:
-        got = gpuconv.correlate2d(x, k, mode="same", boundary="symm", method="direct")
+        with cupy_standin.activity() as seen:
+            got = gpuconv.correlate2d(x, k, mode="same", boundary="symm", method="direct")
     finally:
         emulated.kernel_variants = {}
-    assert any(variant in key[0][1] and kern.launches for key, kern in
-               emulated.emulated_kernels.items()), "the variant's build did not run"
+    assert list(seen.launches) == [f"correlate_planes<float>+{variant}"], \
+        "the variant's build did not run"
     want = on_numpy(gpuconv.correlate2d, x, k, mode="same", boundary="symm", method="direct")
-    assert_close(got, want, np.float32)
+    assert_close(got, want, np.float32, xp=emulated.xp)
 
 
 def test_valid_mode_swapped_and_auto_method(emulated, rng):
@@ -167,10 +165,11 @@ def test_valid_mode_swapped_and_auto_method(emulated, rng):
     k = random_array(rng, (9, 7), np.complex128)
     for fn in (gpuconv.correlate2d, gpuconv.convolve2d):
         got = fn(x, k, mode="valid")
-        assert_close(got, on_numpy(fn, x, k, mode="valid"), np.complex128)
+        assert_close(got, on_numpy(fn, x, k, mode="valid"), np.complex128, xp=emulated.xp)
     big = random_array(rng, (40, 41), np.float32)
     assert_close(gpuconv.corr2d(big, k.real.astype(np.float32)),
-                 on_numpy(gpuconv.corr2d, big, k.real.astype(np.float32)), np.float32)
+                 on_numpy(gpuconv.corr2d, big, k.real.astype(np.float32)), np.float32,
+                 xp=emulated.xp)
 
 
 CONV = [
@@ -193,14 +192,15 @@ def test_conv2d_through_the_backend(emulated, rng, method, padding_mode, dtype):
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                       padding_mode=padding_mode, method=method)
         # gemm: one im2col launch (default scratch bound: one chunk), none for
-        # a 1x1 stride-1 unpadded convolution, which is the matrix product itself.
+        # a 1x1 stride-1 unpadded convolution, which is the matrix product itself;
+        # direct: the conv kernel (and a split-K reduction where the device calls for one).
         plain_product = ws[2:] == (1, 1) and stride == 1 and padding == 0
-        before = launches(emulated)
-        got = gpuconv.conv2d(x, w, b, **kwargs)
-        assert launches(emulated) == before + (method == "direct" or not plain_product)
+        with cupy_standin.activity() as seen:
+            got = gpuconv.conv2d(x, w, b, **kwargs)
+        kernels_run = sum(n for name, n in seen.launches.items() if "splitk_reduce" not in name)
+        assert kernels_run == (method == "direct" or not plain_product), seen.launches
         want = on_numpy(gpuconv.conv2d, x, w, b, **kwargs)
-        assert got.dtype == want.dtype and got.shape == want.shape
-        assert_close(got, want, dtype)
+        assert_close(got, want, dtype, xp=emulated.xp)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.float16])
@@ -213,12 +213,11 @@ def test_conv_transpose2d_through_the_backend(emulated, rng, dtype):
         w = random_array(rng, ws, dtype)
         kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                       groups=groups, dilation=dilation, method="direct")
-        before = launches(emulated)
-        got = gpuconv.conv_transpose2d(x, w, **kwargs)
-        assert launches(emulated) == before + 1
+        with cupy_standin.activity() as seen:
+            got = gpuconv.conv_transpose2d(x, w, **kwargs)
+        assert seen.total_launches == 1
         want = on_numpy(gpuconv.conv_transpose2d, x, w, **kwargs)
-        assert got.dtype == want.dtype and got.shape == want.shape
-        assert_close(got, want, dtype)
+        assert_close(got, want, dtype, xp=emulated.xp)
 
 
 @pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
@@ -230,16 +229,12 @@ def test_conv_split_k_through_the_backend(emulated, rng, op, dtype):
     w = random_array(rng, (12, 32, 3, 3) if op == "conv2d" else (32, 12, 3, 3), dtype)
     kwargs = dict(stride=2, padding=1, method="direct")
 
-    def reductions():
-        return sum(k.launches for key, k in emulated.emulated_kernels.items()
-                   if key[1:] == ("conv2d_splitk_reduce", np.dtype(dtype)))
-
-    before, reduced = launches(emulated), reductions()
-    got = getattr(gpuconv, op)(x, w, **kwargs)
-    assert launches(emulated) == before + 2 and reductions() == reduced + 1
+    with cupy_standin.activity() as seen:
+        got = getattr(gpuconv, op)(x, w, **kwargs)
+    assert seen.total_launches == 2, seen.launches
+    assert sum(n for name, n in seen.launches.items() if "conv2d_splitk_reduce" in name) == 1
     want = on_numpy(getattr(gpuconv, op), x, w, **kwargs)
-    assert got.dtype == want.dtype and got.shape == want.shape
-    assert_close(got, want, dtype)
+    assert_close(got, want, dtype, xp=emulated.xp)
 
 
 @pytest.mark.parametrize("call", [
@@ -280,8 +275,10 @@ def test_asarray_moves_numbers_and_leaves_the_rest_to_the_front_door():
 
 
 def test_device_key_and_synchronize(emulated):
-    assert emulated.device_key() == "cupy:0:host emulator"
-    emulated.synchronize()
+    assert emulated.device_key() == "cupy:0:NVIDIA H200"
+    with cupy_standin.activity() as seen:
+        emulated.synchronize()
+    assert seen.syncs == {"stream.synchronize": 1}
 
 
 # -- with a GPU -----------------------------------------------------------------
@@ -310,13 +307,14 @@ def test_gpu_correlate2d_matches_numpy(cupy_backend, rng, dtype, boundary, mode)
         k = random_array(rng, ks, dtype)
         got = gpuconv.correlate2d(cupy.asarray(x), cupy.asarray(k), mode=mode,
                                   boundary=boundary, fillvalue=0.5)
-        assert isinstance(got, cupy.ndarray)
         want = on_numpy(gpuconv.correlate2d, x, k, mode=mode, boundary=boundary, fillvalue=0.5)
-        assert got.dtype == want.dtype
-        assert_close(got.get(), want, dtype)
+        assert_close(got, want, dtype, xp=cupy)
 
 
 @pytest.mark.gpu
+@pytest.mark.heavy_on_standin("70000 planes are 18 million emulated threads (about a minute); "
+                              "test_kernels_emulator checks the grid-limit split on small "
+                              "limits")
 def test_gpu_negative_strides_and_huge_batch(cupy_backend, rng):
     import cupy
 
@@ -327,7 +325,7 @@ def test_gpu_negative_strides_and_huge_batch(cupy_backend, rng):
                              boundary="wrap")
     want = on_numpy(gpuconv.convolve2d, x[:, ::-1, ::-1], k[::-1], mode="same",
                     boundary="wrap")
-    assert_close(got.get(), want, np.float32)
+    assert_close(got, want, np.float32, xp=cupy)
 
 
 @pytest.mark.gpu
@@ -341,7 +339,7 @@ def test_gpu_matches_cupyx(cupy_backend, rng):
         for boundary in ("fill", "wrap", "symm"):
             want = cupyx.scipy.signal.correlate2d(x, k, mode=mode, boundary=boundary)
             got = gpuconv.correlate2d(x, k, mode=mode, boundary=boundary)
-            assert_close(got.get(), want.get(), np.float64)
+            assert_close(got, want, np.float64, xp=cupy)
 
 
 @pytest.mark.gpu
@@ -356,7 +354,7 @@ def test_gpu_conv2d_matches_numpy(cupy_backend, rng, method, padding_mode):
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                       padding_mode=padding_mode, method=method)
         got = gpuconv.conv2d(cupy.asarray(x), cupy.asarray(w), **kwargs)
-        assert_close(got.get(), on_numpy(gpuconv.conv2d, x, w, **kwargs), np.float32)
+        assert_close(got, on_numpy(gpuconv.conv2d, x, w, **kwargs), np.float32, xp=cupy)
 
 
 @pytest.mark.gpu
@@ -369,7 +367,8 @@ def test_gpu_conv_transpose2d_matches_numpy(cupy_backend, rng, method):
     kwargs = dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2,
                   dilation=(1, 2), method=method)
     got = gpuconv.conv_transpose2d(cupy.asarray(x), cupy.asarray(w), **kwargs)
-    assert_close(got.get(), on_numpy(gpuconv.conv_transpose2d, x, w, **kwargs), np.float32)
+    assert_close(got, on_numpy(gpuconv.conv_transpose2d, x, w, **kwargs), np.float32,
+                 xp=cupy)
 
 
 @pytest.mark.gpu

@@ -13,14 +13,17 @@ import gpuconv
 from gpuconv import _fft, reference
 from gpuconv.backend import get_backend_object
 
-from conftest import random_array
+from conftest import assert_close, check_array, random_array, to_host
 
 FFT_METHODS = ["fft", "overlap-add"]
 
 
-def _bound_check(actual, expected, x, w, dtype, n_shape):
-    """|actual - expected| within the documented normwise bound, and the bound is not vacuous."""
-    actual = np.asarray(actual)
+def _bound_check(actual, expected, x, w, dtype, n_shape, xp=np):
+    """|actual - expected| within the documented normwise bound, and the bound is not vacuous.
+
+    ``actual`` must first be an array of ``xp`` of ``dtype`` and ``expected``'s shape."""
+    check_array(actual, xp, dtype, np.shape(expected))
+    actual = to_host(actual)
     bound = _fft.error_bound(x, w, n_shape, dtype)
     err = float(np.max(np.abs(actual.astype(np.complex128) - expected)))
     assert err <= bound, (err, bound)
@@ -46,9 +49,8 @@ def test_planes_match_scipy(backend, rng, method, op, mode, boundary, dtype):
     ref_fn = getattr(scipy.signal, op)
     wide = np.complex128 if np.dtype(dtype).kind == "c" else np.float64
     expected = np.stack([ref_fn(p.astype(wide), w.astype(wide), mode, boundary, fill) for p in x])
-    assert backend.to_numpy(out).dtype == np.dtype(dtype)
-    _bound_check(backend.to_numpy(out), expected, np.abs(x) + fill, w, dtype,
-                 _generous_n(x.shape[-2:], w.shape))
+    _bound_check(out, expected, np.abs(x) + fill, w, dtype, _generous_n(x.shape[-2:], w.shape),
+                 xp=backend.xp)
 
 
 @pytest.mark.parametrize("method", FFT_METHODS)
@@ -60,7 +62,7 @@ def test_kernel_larger_than_plane(backend, rng, method, mode, boundary):
     w = rng.standard_normal((9, 11))
     out = gpuconv.correlate2d(x, w, mode, boundary, method=method)
     expected = scipy.signal.correlate2d(x, w, mode, boundary)
-    np.testing.assert_allclose(backend.to_numpy(out), expected, atol=1e-11)
+    assert_close(out, expected, np.float64, xp=backend.xp)
 
 
 @pytest.mark.parametrize("method", FFT_METHODS)
@@ -79,7 +81,8 @@ def test_overlap_add_blocks_and_scratch_chunks(backend, rng, method):
         limit = _fft.transform_scratch(s, 1, 1, False) * 8 + 1024
     with gpuconv.scratch_limit(limit):
         out = gpuconv.convolve2d(x, w, "same", method=method)
-    np.testing.assert_allclose(backend.to_numpy(out), expected, atol=1e-11)
+    _bound_check(out, expected, x, w, np.float64, _generous_n(x.shape[-2:], w.shape),
+                 xp=backend.xp)
 
 
 def test_fft_over_the_scratch_limit_says_so(backend, rng):
@@ -101,11 +104,12 @@ def test_fft_over_the_scratch_limit_says_so(backend, rng):
 def test_float16_is_computed_in_float32(backend, rng, method):
     x = rng.standard_normal((20, 20)).astype(np.float16)
     w = rng.standard_normal((3, 3)).astype(np.float16)
-    out = backend.to_numpy(gpuconv.correlate2d(x, w, "same", method=method))
-    assert out.dtype == np.float16
+    out = gpuconv.correlate2d(x, w, "same", method=method)
     expected = scipy.signal.correlate2d(x.astype(np.float64), w.astype(np.float64), "same")
+    check_array(out, backend.xp, np.float16, expected.shape)
     # float16 output rounding dominates: half an ulp of float16 at the output's scale.
-    np.testing.assert_allclose(out, expected, atol=2e-3 * np.abs(expected).max(), rtol=1e-3)
+    np.testing.assert_allclose(to_host(out), expected, atol=2e-3 * np.abs(expected).max(),
+                               rtol=1e-3)
 
 
 @pytest.mark.parametrize("method", FFT_METHODS)
@@ -113,8 +117,9 @@ def test_nonfinite_input_warns_and_spreads(backend, method):
     x = np.ones((16, 16))
     x[3, 4] = np.nan
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        out = backend.to_numpy(gpuconv.correlate2d(x, np.ones((3, 3)), "same", method=method))
-    assert np.isnan(out).sum() > 9  # direct would poison exactly the 3x3 neighbourhood
+        out = gpuconv.correlate2d(x, np.ones((3, 3)), "same", method=method)
+    check_array(out, backend.xp, np.float64, (16, 16))
+    assert np.isnan(to_host(out)).sum() > 9  # direct would poison exactly the 3x3 neighbourhood
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gpuconv.correlate2d(np.ones((16, 16)), np.ones((3, 3)), method=method)
@@ -139,14 +144,14 @@ def test_conv2d_matches_direct(backend, rng, method, case, dtype):
     x = random_array(rng, (N, C, H, W), dtype)
     w = random_array(rng, (Cout, C // g, kh, kw), dtype)
     b = random_array(rng, (Cout,), dtype)
-    out = backend.to_numpy(gpuconv.conv2d(x, w, b, s, p, d, g, padding_mode=pm, method=method))
-    expected = np.asarray(gpuconv.conv2d(x.astype(np.float64), w.astype(np.float64),
-                                         b.astype(np.float64), s, p, d, g, padding_mode=pm,
-                                         method="direct"))
-    assert out.dtype == np.dtype(dtype)
+    out = gpuconv.conv2d(x, w, b, s, p, d, g, padding_mode=pm, method=method)
+    with gpuconv.set_backend("numpy"):
+        expected = gpuconv.conv2d(x.astype(np.float64), w.astype(np.float64),
+                                  b.astype(np.float64), s, p, d, g, padding_mode=pm,
+                                  method="direct")
     # Per output channel at most C/g planes are contracted; ||x||_2 over all is an upper bound.
-    _bound_check(out - b[:, None, None], expected - b[:, None, None], x, w, dtype,
-                 _generous_n((H + 4, W + 4), (kh * 2, kw * 2)))
+    _bound_check(out - backend.xp.asarray(b)[:, None, None], expected - b[:, None, None], x, w,
+                 dtype, _generous_n((H + 4, W + 4), (kh * 2, kw * 2)), xp=backend.xp)
 
 
 @pytest.mark.parametrize("method", FFT_METHODS)
@@ -177,8 +182,9 @@ def test_conv_transpose2d_matches_direct(backend, rng, method, stride, padding, 
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding,
                   dilation=dilation, groups=groups)
     out = gpuconv.conv_transpose2d(x, w, method=method, **kwargs)
-    expected = gpuconv.conv_transpose2d(x, w, method="direct", **kwargs)
-    np.testing.assert_allclose(backend.to_numpy(out), np.asarray(expected), atol=1e-11)
+    with gpuconv.set_backend("numpy"):
+        expected = gpuconv.conv_transpose2d(x, w, method="direct", **kwargs)
+    assert_close(out, expected, np.float64, xp=backend.xp)
 
 
 def test_conv_transpose2d_matches_torch(rng):

@@ -540,7 +540,9 @@ def _fake_cublas(buffers, calls):
     from numpy.lib.stride_tricks import as_strided
 
     types = {"e": 2, "f": 0, "d": 1, "F": 4, "D": 5}   # cudaDataType values
-    compute_32f = 68
+    # cuBLAS 11's cublasComputeType_t: CUBLAS_COMPUTE_32F and CUBLAS_COMPUTE_64F (a data
+    # type in this argument is the pre-11 API, refused by cuBLAS 11 and later).
+    compute = {"e": 68, "f": 68, "F": 68, "d": 70, "D": 70}
 
     def column_major(ptr, rows, cols, ld, stride, batch):
         for buf in buffers:
@@ -559,11 +561,11 @@ def _fake_cublas(buffers, calls):
         return np.frombuffer(raw, dtype)[0]
 
     def gemm(handle, transa, transb, m, n, k, alpha, A, Atype, lda, sA, B, Btype, ldb, sB,
-             beta, C, Ctype, ldc, sC, batch, compute, algo):
+             beta, C, Ctype, ldc, sC, batch, compute_type, algo):
         assert (transa, transb, handle) == (0, 0, "handle") and Atype == Btype == Ctype
         char = {v: c for c, v in types.items()}[Ctype]
         coef = np.float32 if char == "e" else np.dtype(char)
-        assert compute == (compute_32f if char == "e" else Ctype)
+        assert compute_type == compute[char], (char, compute_type)
         a = column_major(A, m, k, lda, sA, batch)
         b = column_major(B, k, n, ldb, sB, batch)
         c = column_major(C, m, n, ldc, sC, batch)
@@ -571,8 +573,9 @@ def _fake_cublas(buffers, calls):
         c[...] = scalar(alpha, coef) * np.matmul(a.astype(coef), b.astype(coef))
         calls.append(batch)
 
-    return lambda: SimpleNamespace(gemmStridedBatchedEx=gemm, get_handle=lambda: "handle",
-                                   types=types, COMPUTE_32F=compute_32f, GEMM_DEFAULT=-1)
+    return lambda cupy_module: SimpleNamespace(
+        gemmStridedBatchedEx=gemm, get_handle=lambda: "handle", types=types, compute=compute,
+        GEMM_DEFAULT=-1)
 
 
 def _block(buf, off, rows, cols, ld):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpuconv
+from conftest import check_array
 from gpuconv import nn
 
 # (name, layer kwargs, input shape): strides, paddings (symmetric, 'same' with
@@ -74,9 +75,14 @@ def check_layer(layer, x_np, rng, backend, rtol=1e-6):
     params = layer.parameters()
     masters = [_to_np(p.data).copy() for p in params]
     y = layer(be.asarray(x_np))
+    check_array(y, be.xp, np.float64, y.shape)
     g_np = rng.standard_normal(tuple(y.shape))
     layer.zero_grad()
-    dx = _to_np(layer.backward(be.asarray(g_np)))
+    dx = layer.backward(be.asarray(g_np))
+    check_array(dx, be.xp, np.float64, x_np.shape)
+    for p in params:
+        check_array(p.grad, be.xp, np.float64, p.data.shape)
+    dx = _to_np(dx)
     analytic = [_to_np(p.grad) for p in params]
 
     def f():
@@ -422,12 +428,14 @@ def test_conv2d_matches_torch_autograd(backend, rng, name, kwargs, shape, dtype)
     dx = layer.backward(backend.asarray(g))
     ty, tdx, tdw, tdb = _torch_conv_grads(torch, layer, x, g)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    check_array(y, backend.xp, dtype, ty.shape)
+    check_array(dx, backend.xp, dtype, tdx.shape)
+    check_array(layer.weight.grad, backend.xp, dtype, tdw.shape)
     np.testing.assert_allclose(_to_np(y), ty, **tol)
     np.testing.assert_allclose(_to_np(dx), tdx, **tol)
     np.testing.assert_allclose(_to_np(layer.weight.grad), tdw, **tol)
     if tdb is not None:
         np.testing.assert_allclose(_to_np(layer.bias.grad), tdb, **tol)
-    assert _to_np(dx).dtype == dtype and _to_np(layer.weight.grad).dtype == dtype
 
 
 def test_lenet_step_matches_torch_autograd(backend, rng):
@@ -455,6 +463,7 @@ def test_lenet_step_matches_torch_autograd(backend, rng):
     tloss.backward()
     assert loss == pytest.approx(tloss.item(), rel=1e-12)
     for p, t in zip(ours, theirs):
+        check_array(p.grad, backend.xp, np.float64, tuple(t.shape))
         np.testing.assert_allclose(_to_np(p.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 

@@ -415,7 +415,11 @@ def test_importing_nn_and_examples_imports_no_optional_library():
     assert json.loads(out) == []
 
 
-@pytest.mark.parametrize("command", ["demo", "train-digits"])
+@pytest.mark.parametrize("command", [
+    pytest.param("demo", marks=pytest.mark.heavy_on_standin(
+        "the demo times each op five times on images up to 1024x1024 (~25 s of emulated "
+        "kernels); train-digits runs the CLI on cupy")),
+    "train-digits"])
 def test_cli_on_cupy_runs_or_says_why(command, capsys):
     status = gpuconv.available_backends()["cupy"]
     extra = ["--epochs", "1", "--no-progress"] if command == "train-digits" else []

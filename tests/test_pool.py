@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import gpuconv
 from gpuconv import nn, reference
 
-from conftest import assert_close
+from conftest import assert_close, check_array
 
 FLOATS = [np.float16, np.float32, np.float64]
 
@@ -113,6 +113,8 @@ def test_max_pool2d_matches_reference(backend, rng, dtype):
             continue
         expected, expected_idx = reference.max_pool2d(x, return_indices=True, **g)
         out, idx = gpuconv.max_pool2d(backend.asarray(x), return_indices=True, **g)
+        check_array(out, backend.xp, x.dtype, expected.shape)
+        check_array(idx, backend.xp, np.int64, expected.shape)
         np.testing.assert_array_equal(_host(out), expected, err_msg=str(g))
         np.testing.assert_array_equal(_host(idx), expected_idx, err_msg=str(g))
         compared += 1
@@ -138,7 +140,7 @@ def test_avg_pool2d_matches_reference(backend, rng, dtype):
                                                  else np.float64), **g)
         out = gpuconv.avg_pool2d(backend.asarray(x), **g)
         assert out.dtype == x.dtype
-        assert_close(out, expected, dtype)
+        assert_close(out, expected, dtype, xp=backend.xp)
         compared += 1
     assert compared > 10
 

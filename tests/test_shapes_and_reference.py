@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpuconv
+from conftest import check_array, to_host
 from gpuconv import reference
 
 
@@ -132,6 +133,6 @@ def test_reference_conv2d_against_padded_windows(rng):
 def test_corr2d_is_reference_corr2d(backend, rng):
     X = rng.standard_normal((9, 8))
     K = rng.standard_normal((4, 3))
-    np.testing.assert_allclose(backend.to_numpy(gpuconv.corr2d(backend.xp.asarray(X),
-                                                               backend.xp.asarray(K))),
-                               reference.corr2d(X, K), rtol=1e-12, atol=1e-12)
+    got = gpuconv.corr2d(backend.xp.asarray(X), backend.xp.asarray(K))
+    check_array(got, backend.xp, np.float64, (6, 6))
+    np.testing.assert_allclose(to_host(got), reference.corr2d(X, K), rtol=1e-12, atol=1e-12)

@@ -57,21 +57,23 @@ def make_backend() -> CupyBackend:
 
 
 @functools.cache
-def _cublas() -> Any:
+def _cublas(cupy_module: Any) -> Any:
     """CuPy's cuBLAS binding: the strided-batched GEMM, the current device's handle and
-    the constants it takes (imported on first use)."""
+    the constants it takes, all reached through ``cupy.cuda`` (looked up on first use)."""
     from types import SimpleNamespace
 
-    from cupy.cuda import device
-    from cupy_backends.cuda.api import runtime
-    from cupy_backends.cuda.libs import cublas
-
+    cuda = cupy_module.cuda
+    cublas, runtime = cuda.cublas, cuda.runtime
     return SimpleNamespace(
         gemmStridedBatchedEx=cublas.gemmStridedBatchedEx,
-        get_handle=device.get_cublas_handle,
+        get_handle=cuda.get_cublas_handle,
         types={"e": runtime.CUDA_R_16F, "f": runtime.CUDA_R_32F, "d": runtime.CUDA_R_64F,
                "F": runtime.CUDA_C_32F, "D": runtime.CUDA_C_64F},
-        COMPUTE_32F=cublas.CUBLAS_COMPUTE_32F,
+        # cuBLAS 11's compute types (not data types): float accumulation for
+        # half, float and complex64 (no TF32), double for double and complex128.
+        compute={"e": cublas.CUBLAS_COMPUTE_32F, "f": cublas.CUBLAS_COMPUTE_32F,
+                 "F": cublas.CUBLAS_COMPUTE_32F, "d": cublas.CUBLAS_COMPUTE_64F,
+                 "D": cublas.CUBLAS_COMPUTE_64F},
         GEMM_DEFAULT=cublas.CUBLAS_GEMM_DEFAULT,
     )
 
@@ -197,10 +199,10 @@ class CupyBackend(ArrayBackend):
         broadcast operand's pointers into device arrays first (several small
         launches per call), and copy a strided output.
         """
-        lib = _cublas()
+        lib = _cublas(self.xp)
         dtype = np.dtype(c.dtype)
         cuda_type = lib.types[dtype.char]
-        compute = lib.COMPUTE_32F if dtype.char == "e" else cuda_type
+        compute = lib.compute[dtype.char]
         coef = np.float32 if dtype.char == "e" else dtype
         one, zero = np.ones((), coef), np.zeros((), coef)
         it = dtype.itemsize

@@ -1,0 +1,3 @@
+"""``cupyx`` of the CuPy stand-in (see cupy_standin)."""
+
+__standin__ = True
