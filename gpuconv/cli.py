@@ -29,7 +29,7 @@ def _cmd_train_digits(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "dask", False):
-        from ._bench_dask import run_from_cli as run_dask
+        from .bench._dask import run_from_cli as run_dask
 
         return run_dask(args)
     from .bench import run_from_cli
