@@ -108,3 +108,79 @@ def test_registered_grid_caps_extrapolates_and_reports_unavailable(toy_grid, tmp
 def test_unknown_grid_is_refused():
     with pytest.raises(ValueError, match="unknown benchmark grid"):
         run(grids=["nope"])
+
+
+# -- every column blocks: one backend.synchronize() per call --------------------------
+
+def _runnable_columns(backend):
+    for grid in GRIDS.values():
+        for name, column in grid.columns.items():
+            if column.runs_on(backend.name):
+                yield grid, name, column
+
+
+@pytest.mark.parametrize("device", [False, True], ids=["numpy", "cupy-named stand-in"])
+def test_every_column_synchronizes_once_per_call(device, monkeypatch):
+    """Each column's call ends with exactly one backend.synchronize() (a queued column:
+    one after its queue), so any clock around it times finished work."""
+    import gpuconv
+    from _gpu_fakes import SyncCounter, counting_device_backend, fake_torch, install_cupyx
+    from gpuconv.backends.numpy import NumpyBackend
+
+    from gpuconv import backend as registry
+
+    counter = SyncCounter()
+    if device:
+        backend = counting_device_backend(counter)
+        monkeypatch.setitem(registry._instances, "cupy", backend)  # for gpuconv.nn layers
+        install_cupyx(monkeypatch)
+        monkeypatch.setitem(__import__("sys").modules, "torch", fake_torch(cuda=True))
+    else:
+        class Counting(NumpyBackend):
+            def synchronize(self):
+                counter.count += 1
+        backend = Counting()
+    checked = []
+    with gpuconv.set_backend("numpy"):
+        for grid, name, column in _runnable_columns(backend):
+            if device and grid.name.startswith("train-step") and column.anchor:
+                continue  # the torch stand-in has no autograd
+            case = grid.cases(True)[0]
+            inputs = grid.setup(case, backend, np.random.default_rng(0))
+            try:
+                fn = column.factory(inputs, case, backend)
+            except Unavailable:
+                continue
+            before = counter.count
+            fn()
+            assert counter.count - before == 1, (grid.name, name)
+            checked.append((grid.name, name))
+    names = {n for _, n in checked}
+    assert {"direct", "auto", "fft", "torch"} <= names
+    if device:
+        assert {("bandwidth", "direct"), ("batched", "cupyx.signal"), ("planes", "cupyx.ndimage"),
+                ("conv2d", "torch"), ("planes", "cupyx.fftconvolve")} <= set(checked)
+    else:
+        assert {"scipy.signal", "numpy.einsum", "forward"} <= names
+
+
+def test_runner_times_only_synchronized_calls():
+    """Through the runner: the synchronize count equals the number of calls it made."""
+    from _gpu_fakes import counting_device_backend
+
+    from gpuconv.bench._runner import run_grids
+
+    backend = counting_device_backend()
+    settings = Settings(repeat=3, min_sample=0.001, cap=5.0, case_budget=1.0)
+    grids = run_grids(["bandwidth", "conv2d"], backend, settings, quick=True,
+                      columns=["direct", "auto", "gemm"])
+    calls = 0
+    for grid in grids:
+        for case in grid["cases"]:
+            for name, res in case["results"].items():
+                assert res["status"] == "ok", (grid["name"], case["id"], name, res)
+                # first call, the sizing call, then `number` calls per sample
+                calls += 2 + res["number"] * len(res["samples"])
+                assert res["rel_err"] < 1e-5
+    assert grids[0]["clock"] == "CUDA events"
+    assert backend.counter.count == calls > 0

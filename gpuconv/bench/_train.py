@@ -6,8 +6,9 @@ forward, then ``backward`` with a fixed random output gradient: the forward
 convolution, the weight gradient (a correlation of the input with the output
 gradient), the bias gradient and the input gradient (a transposed
 convolution).  The ``torch`` anchor does the same with autograd on the
-backend's device (the CPU for NumPy, CUDA for CuPy).  The ``forward``, ``weight-grad`` and ``input-grad`` columns time the three
-convolutions of the gpuconv step separately, to show where its time goes.
+backend's device (the CPU for NumPy, CUDA for CuPy).  The ``forward``,
+``weight-grad`` and ``input-grad`` columns time the three convolutions of the
+gpuconv step separately, to show where its time goes.
 """
 
 from __future__ import annotations
