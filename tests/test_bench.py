@@ -184,3 +184,38 @@ def test_runner_times_only_synchronized_calls():
                 assert res["rel_err"] < 1e-5
     assert grids[0]["clock"] == "CUDA events"
     assert backend.counter.count == calls > 0
+
+
+def test_asv_classes_choose_the_backend_in_setup(monkeypatch):
+    """benchmarks/benchmarks.py: the backend is a parameter chosen in setup; the timed
+    method only calls the column; combinations that cannot run are skipped the asv way."""
+    import importlib.util
+    from pathlib import Path
+
+    import gpuconv
+
+    path = Path(__file__).parent.parent / "benchmarks" / "benchmarks.py"
+    spec = importlib.util.spec_from_file_location("gpuconv_asv", path)
+    asv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(asv)
+    assert asv.Planes.param_names == ["backend", "case", "column"]
+    backends, cases, columns = asv.Planes.params
+    assert backends == ["numpy", "cupy"] and "cupyx.signal" in columns
+    bench = asv.Planes()
+    bench.setup("numpy", cases[0], "direct")
+    assert gpuconv.get_backend() == "numpy"
+
+    def no_switch(name):
+        raise AssertionError("set_backend inside the timed call")
+
+    with monkeypatch.context() as m:
+        m.setattr(gpuconv, "set_backend", no_switch)
+        bench.time_call("numpy", cases[0], "direct")
+    bench.teardown("numpy", cases[0], "direct")
+    assert gpuconv.get_backend() == "auto"
+    with pytest.raises(NotImplementedError, match="does not run on 'numpy'"):
+        bench.setup("numpy", cases[0], "cupyx.signal")
+    if not gpuconv.available_backends()["cupy"].usable:
+        with pytest.raises(NotImplementedError, match="backend 'cupy' cannot run here"):
+            asv.Bandwidth().setup("cupy", asv.Bandwidth.params[1][0], "direct")
+    assert gpuconv.get_backend() == "auto"
