@@ -37,8 +37,8 @@ from typing import Any, Iterable
 STEPS = ("preflight", "compile", "tests", "calibrate", "bench",
          "memcheck", "racecheck", "synccheck", "initcheck")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
-# Without these no step after the preflight can run.
-REQUIRED = ("numpy", "scipy", "cupy")
+# Without these no step after the preflight can run (gpuconv: from this checkout).
+REQUIRED = ("numpy", "scipy", "cupy", "gpuconv")
 # The tests step needs these (the test modules import hypothesis at module level).
 TEST_MODULES = ("pytest", "hypothesis")
 # Used when present: torch (the cuDNN anchor), pytest-xdist and pytest-timeout.

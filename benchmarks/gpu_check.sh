@@ -145,7 +145,9 @@ else
 
     echo "== calibrate (limit ${limit_calibrate}s)"
     run_step calibrate "$limit_calibrate" "$py" -m gpuconv calibrate --backend cupy
-    cp "$GPUCONV_CACHE_DIR/costmodel.json" "$out/costmodel-cupy.json" 2>/dev/null
+    # calibrate prints "constants for KEY written to PATH"
+    stored="$(sed -n 's/^constants for .* written to //p' "$work/logs/calibrate.log" | tail -n 1)"
+    cp "${stored:-$GPUCONV_CACHE_DIR/costmodel.json}" "$out/costmodel-cupy.json" 2>/dev/null
     show calibrate
 
     echo "== bench (limit ${limit_bench}s)"

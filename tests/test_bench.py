@@ -219,3 +219,37 @@ def test_asv_classes_choose_the_backend_in_setup(monkeypatch):
         with pytest.raises(NotImplementedError, match="backend 'cupy' cannot run here"):
             asv.Bandwidth().setup("cupy", asv.Bandwidth.params[1][0], "direct")
     assert gpuconv.get_backend() == "auto"
+
+
+def test_cap_is_judged_on_a_warm_call(tmp_path):
+    """A slow first call (compilation, plans, autotuning) does not cap a column; a slow
+    warm call does, and that warm call is the cell."""
+    calls = {"compiles": 0, "slow": 0}
+
+    def cases(quick):
+        return [Case("only", {}, family="toy")]
+
+    grid = register_grid(Grid("toy-cap", "cap", cases, lambda case, be, rng: {}))
+    try:
+        def compiles_once(inputs, case, backend):
+            def call():
+                calls["compiles"] += 1
+                time.sleep(0.08 if calls["compiles"] == 1 else 0.0)
+            return call
+
+        def always_slow(inputs, case, backend):
+            def call():
+                calls["slow"] += 1
+                time.sleep(0.03 if calls["slow"] == 1 else 0.06)
+            return call
+
+        register_column(grid.name, "compiles-once", compiles_once)
+        register_column(grid.name, "always-slow", always_slow)
+        report = run(grids=[grid.name], settings=Settings(repeat=3, min_sample=0.0, cap=0.05))
+        res = report["grids"][0]["cases"][0]["results"]
+        assert res["compiles-once"]["status"] == "ok"
+        assert res["compiles-once"]["first_s"] >= 0.08 > res["compiles-once"]["median_s"]
+        assert res["always-slow"]["status"] == "capped" and calls["slow"] == 2
+        assert res["always-slow"]["median_s"] >= 0.06 > res["always-slow"]["first_s"]
+    finally:
+        del GRIDS[grid.name]

@@ -153,7 +153,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "- Each cell: median time (ratio to the fastest measured column of the row); the "
         "fastest is bold.  † extrapolated, not run: predicted above the "
         f"{s['cap_s']:g} s cap from a smaller case of the same kernel/layer, scaled by the "
-        f"work ratio.  ‡ a single call, above the cap.  n/a: the column cannot run here.",
+        f"work ratio.  ‡ a single warm call, above the cap.  n/a: the column cannot run here.",
     ]
     for note in report.get("notes", []):
         lines.append(f"- Note: {note}")

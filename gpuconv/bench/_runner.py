@@ -20,7 +20,7 @@ class Settings:
     """How hard the runner tries.
 
     ``repeat`` samples per column, each at least ``min_sample`` seconds long
-    (a fast call is looped); a column whose single call takes longer than
+    (a fast call is looped); a column whose warm (second) call takes longer than
     ``cap`` seconds is timed once, and one predicted (from a smaller case of
     the same family) to take longer is not run at all but extrapolated.
     ``case_budget`` seconds stops sampling a case early (at least 3 samples).
@@ -129,17 +129,18 @@ def _run_case(grid: Grid, case: Case, columns: list[str], backend: Any, settings
             elif why:
                 res["note"] = (res.get("note", "") + "; " + why).lstrip("; ")
         del result
-        if first > settings.cap:
-            res.update(status="capped", median_s=first, samples=[first],
-                       note=(res.get("note", "") + "; one call only: it took longer than the "
-                             f"{settings.cap} s cap").lstrip("; "))
-            res.update(_rates(case, first))
+        # The first call paid for compilation, caches, plans, autotuning and thread
+        # start-up; the second is a fair guess of one call's cost, and decides the cap.
+        guess = clock.sample(fn, 1) / per_call
+        if guess > settings.cap:
+            res.update(status="capped", median_s=guess, samples=[guess],
+                       note=(res.get("note", "") + "; one warm call only: it took longer "
+                             f"than the {settings.cap} s cap").lstrip("; "))
+            res.update(_rates(case, guess))
             results[name] = res
-            history[key] = (case.work, first)
+            history[key] = (case.work, guess)
             continue
-        # The first call paid for compilation, caches, plans and thread start-up; the
-        # second is a fair guess of one call's cost.
-        guess = max(clock.sample(fn, 1) / per_call, 1e-7)
+        guess = max(guess, 1e-7)
         number = max(1, int(settings.min_sample / (guess * per_call)))
         active[name] = (fn, number)
         res.update(status="ok", samples=[], number=number)
