@@ -4,7 +4,7 @@
 #   benchmarks/gpu_check.sh OUTDIR          # PYTHON=... picks the interpreter (default python3)
 #
 # Worst case: 349 s, every step at its limit: the limit_* values below (preflight 20,
-# compile 40, tests 90, calibrate 40, bench 75, sanitizers 60 (the four tools run at
+# compile 35, tests 100, calibrate 35, bench 75, sanitizers 60 (the four tools run at
 # once), summary 10: 335 s) plus 2 s of kill grace for each of those 7 limits.
 # tests/test_gpu_check.py parses this file and keeps that sum <= 360 s.
 #
@@ -34,9 +34,9 @@
 set -uo pipefail
 
 limit_preflight=20
-limit_compile=40
-limit_tests=90
-limit_calibrate=40
+limit_compile=35
+limit_tests=100
+limit_calibrate=35
 limit_bench=75
 limit_sanitizers=60
 limit_summary=10

@@ -236,7 +236,7 @@ def _lent_machine(tmp_path, monkeypatch, sanitizer: str, steps: dict[str, tuple]
         _executable(tmp_path / "cuda" / "compute-sanitizer" / "compute-sanitizer")
     gc.preflight(work, env=env, repo=tmp_path / "repo")
     (work / "logs").mkdir()
-    limits = {"preflight": 20, "compile": 40, "tests": 90, "calibrate": 40, "bench": 75}
+    limits = {"preflight": 20, "compile": 35, "tests": 100, "calibrate": 35, "bench": 75}
     rows = {name: ("passed", 0, 5, limit, "") for name, limit in limits.items()}
     for tool in gc.SANITIZER_TOOLS:
         rows[tool] = (("passed", 0, 30, 60, "") if sanitizer != "none" else
@@ -273,7 +273,7 @@ def test_summary_of_the_lent_machine(tmp_path, monkeypatch, sanitizer):
     assert [r["step"] for r in summary["steps"]] == list(gc.STEPS)
     expected = "passed" if sanitizer == "cuda-folder" else "skipped"
     assert {statuses[t] for t in gc.SANITIZER_TOOLS} == {expected}
-    assert summary["worst_case_s"] == 20 + 40 + 90 + 40 + 75 + 60
+    assert summary["worst_case_s"] == 20 + 35 + 100 + 35 + 75 + 60
     md = (out / "summary.md").read_text()
     assert "Result: **passed**" in md
     assert "torch 2.11.0 (stand-in), CUDA 13.0, cuDNN 91000" in md
@@ -304,7 +304,7 @@ def test_summary_statuses_of_failures(tmp_path, monkeypatch):
                               "========= ERROR SUMMARY: 1 error\n",
                   "racecheck": "========= Error: Device not supported\n"}
     out, work = _lent_machine(tmp_path, monkeypatch, "cuda-folder", {
-        "tests": ("timed out", 124, 92, 90, ""),
+        "tests": ("timed out", 124, 102, 100, ""),
         "memcheck": ("failed", 3, 20, 60, ""),
         "racecheck": ("failed", 1, 2, 60, ""),
     })
