@@ -62,6 +62,7 @@ def fake_cupy(name: str = b"NVIDIA H200 (stand-in)", counter: SyncCounter | None
             return {"name": name, "multiProcessorCount": 132, "major": 9, "minor": 0,
                     "totalGlobalMem": 141 * 2**30}
 
+        memGetInfo = staticmethod(lambda: (140 * 2**30, 141 * 2**30))
         runtimeGetVersion = staticmethod(lambda: 13000)
         driverGetVersion = staticmethod(lambda: 13000)
 
@@ -81,7 +82,8 @@ def fake_cupy(name: str = b"NVIDIA H200 (stand-in)", counter: SyncCounter | None
     module.cuda = cuda
     module.__version__ = "14.2.0 (stand-in)"
     module.asnumpy = np.asarray
-    module.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
+    module.get_default_memory_pool = lambda: types.SimpleNamespace(
+        free_all_blocks=lambda: None, free_bytes=lambda: 0)
     module.sync_counter = counter
     return module
 

@@ -223,8 +223,9 @@ def test_asv_classes_choose_the_backend_in_setup(monkeypatch):
 
 def test_cap_is_judged_on_a_warm_call(tmp_path):
     """A slow first call (compilation, plans, autotuning) does not cap a column; a slow
-    warm call does, and that warm call is the cell."""
-    calls = {"compiles": 0, "slow": 0}
+    warm call does, and that warm call is the cell; a first call over 10x the cap is
+    not repeated."""
+    calls = {"compiles": 0, "slow": 0, "very-slow": 0}
 
     def cases(quick):
         return [Case("only", {}, family="toy")]
@@ -243,13 +244,21 @@ def test_cap_is_judged_on_a_warm_call(tmp_path):
                 time.sleep(0.03 if calls["slow"] == 1 else 0.06)
             return call
 
+        def very_slow(inputs, case, backend):
+            def call():
+                calls["very-slow"] += 1
+                time.sleep(0.55)  # over 10x the cap: no start-up explains it
+            return call
+
         register_column(grid.name, "compiles-once", compiles_once)
         register_column(grid.name, "always-slow", always_slow)
+        register_column(grid.name, "very-slow", very_slow)
         report = run(grids=[grid.name], settings=Settings(repeat=3, min_sample=0.0, cap=0.05))
         res = report["grids"][0]["cases"][0]["results"]
         assert res["compiles-once"]["status"] == "ok"
         assert res["compiles-once"]["first_s"] >= 0.08 > res["compiles-once"]["median_s"]
         assert res["always-slow"]["status"] == "capped" and calls["slow"] == 2
         assert res["always-slow"]["median_s"] >= 0.06 > res["always-slow"]["first_s"]
+        assert res["very-slow"]["status"] == "capped" and calls["very-slow"] == 1
     finally:
         del GRIDS[grid.name]

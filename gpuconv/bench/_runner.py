@@ -75,6 +75,10 @@ class _Reference:
         return self._value, self._why
 
 
+# A first call this many times the cap is not called again.
+_NO_SECOND_CALL = 10
+
+
 def _rates(case: Case, seconds: float) -> dict[str, float]:
     rates = {}
     if case.bytes:
@@ -130,8 +134,10 @@ def _run_case(grid: Grid, case: Case, columns: list[str], backend: Any, settings
                 res["note"] = (res.get("note", "") + "; " + why).lstrip("; ")
         del result
         # The first call paid for compilation, caches, plans, autotuning and thread
-        # start-up; the second is a fair guess of one call's cost, and decides the cap.
-        guess = clock.sample(fn, 1) / per_call
+        # start-up; the second is a fair guess of one call's cost, and decides the cap,
+        # unless the first was so slow that no start-up explains it.
+        guess = first if first > _NO_SECOND_CALL * settings.cap \
+            else clock.sample(fn, 1) / per_call
         if guess > settings.cap:
             res.update(status="capped", median_s=guess, samples=[guess],
                        note=(res.get("note", "") + "; one warm call only: it took longer "

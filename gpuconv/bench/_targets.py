@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._cases import AUTO_CANDIDATES, DEVICE_BACKENDS, TARGETS
-from ._fftcols import auto_regret
+from ._cases import (AUTO_CANDIDATES, AUTO_EXACT_METHODS, AUTO_FFT_MARGIN, DEVICE_BACKENDS,
+                     TARGETS)
 
 __all__ = ["evaluate", "targets_markdown"]
 
@@ -32,6 +32,28 @@ def _why_not(case: dict[str, Any], *columns: str) -> str:
         if res.get("status") not in ("ok", "capped"):
             return f"`{column}` {res.get('status')}: {res.get('note', '')}".strip()
     return ""
+
+
+def best_allowed(grid: str, case: dict[str, Any]) -> tuple[str, float, list[str]] | None:
+    """(method, seconds, methods not sampled) of the fastest method auto's policy allows.
+
+    The exact candidates always count; an FFT method counts where it measured at
+    least its margin faster than the fastest exact one.  None without a timed
+    exact method.
+    """
+    timed = {m: case["results"][m] for m in AUTO_CANDIDATES.get(grid, ())
+             if "median_s" in case["results"].get(m, {})}
+    exact = {m: r["median_s"] for m, r in timed.items() if m in AUTO_EXACT_METHODS}
+    if not exact:
+        return None
+    fastest_exact = min(exact.values())
+    allowed = dict(exact)
+    for m, margin in AUTO_FFT_MARGIN.items():
+        if m in timed and fastest_exact >= margin * timed[m]["median_s"]:
+            allowed[m] = timed[m]["median_s"]
+    best = min(allowed, key=allowed.__getitem__)
+    estimated = [m for m in allowed if timed[m]["status"] != "ok"]
+    return best, allowed[best], estimated
 
 
 def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,20 +112,20 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
             else:
                 add("batched_vs_loop", case["id"], loop["median_s"] / ours["median_s"],
                     f"{ours['median_s'] * 1e3:.4g} ms vs {loop['median_s'] * 1e3:.4g} ms")
-    judged = {g: grids[g] for g in AUTO_CANDIDATES if g in grids}
-    regrets = auto_regret({"grids": list(judged.values())}, AUTO_CANDIDATES)
-    by_cell = {(r["grid"], r["case"]): r for r in regrets}
-    for grid in judged.values():
-        for case in grid["cases"]:
-            r = by_cell.get((grid["name"], case["id"]))
-            label = f"{grid['name']} {case['id']}"
-            if r is None:
+    for name in AUTO_CANDIDATES:
+        for case in grids.get(name, {}).get("cases", []):
+            label = f"{name} {case['id']}"
+            auto, best = _timed(case, "auto"), best_allowed(name, case)
+            if auto is None or best is None:
                 add("auto_regret", label, None,
-                    _why_not(case, "auto") or "no method auto may pick was measured")
+                    _why_not(case, "auto") or "no exact method was measured")
                 continue
-            estimated = [m for m, s in r["statuses"].items() if s != "ok"]
-            add("auto_regret", label, r["regret"],
-                f"fastest candidate {r['best']} {r['best_s'] * 1e3:.4g} ms"
+            method, seconds, estimated = best
+            note = auto.get("note", "")
+            picked = note.split(";")[0] if note.startswith("auto:") else "auto"
+            add("auto_regret", label, auto["median_s"] / seconds,
+                f"{picked} {auto['median_s'] * 1e3:.4g} ms; fastest allowed {method} "
+                f"{seconds * 1e3:.4g} ms"
                 + (f" (not all sampled: {', '.join(estimated)})" if estimated else ""))
     return rows
 
