@@ -129,7 +129,8 @@ def _run_case(grid: Grid, case: Case, columns: list[str], backend: Any, settings
                     res["rel_err"] = _relative_error(backend.xp, result, ref)
                 except Exception as exc:  # a result the reference cannot be compared with
                     res["rel_err"] = math.inf
-                    res["note"] = f"compared with the reference: {type(exc).__name__}: {exc}"
+                    res["note"] = (res.get("note", "") + "; compared with the reference: "
+                                   f"{type(exc).__name__}: {exc}").lstrip("; ")
             elif why:
                 res["note"] = (res.get("note", "") + "; " + why).lstrip("; ")
         del result
