@@ -170,9 +170,37 @@ def _nvcc(env: dict[str, str]) -> str:
     return ""
 
 
+def _write_preflight(workdir: Path, found: dict[str, Any]) -> None:
+    mods = found["modules"]
+    pytest_extra: list[str] = []
+    if mods.get("xdist", {}).get("ok"):
+        pytest_extra += ["-n", str(XDIST_WORKERS)]
+    if mods.get("pytest_timeout", {}).get("ok"):
+        pytest_extra += [f"--timeout={TEST_TIMEOUT_S}"]
+    assignments = {
+        "READY": "1" if found["ready"] else "0",
+        "TESTS_READY": "1" if found["tests_ready"] else "0",
+        "MISSING": "; ".join(found["missing"]),
+        "TESTS_MISSING": "; ".join(f"{n} is not importable" for n in TEST_MODULES
+                                   if not mods[n]["ok"]),
+        "SANITIZER": found["sanitizer"]["path"] or "",
+        "PYTEST_EXTRA": " ".join(pytest_extra),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "preflight.json").write_text(json.dumps(found, indent=1, default=str))
+    (workdir / "preflight.env").write_text(
+        "".join(f"{k}={shlex.quote(v)}\n" for k, v in assignments.items()))
+
+
 def preflight(workdir: Path, env: dict[str, str] | None = None,
               repo: Path | None = None) -> int:
-    """Find what the check needs; write ``preflight.json`` and ``preflight.env``."""
+    """Find what the check needs; write ``preflight.json`` and ``preflight.env``.
+
+    The files are written as soon as the essentials are known (libraries,
+    device, compute-sanitizer), then again with the optional libraries (torch
+    takes seconds to import): a preflight stopped by its time limit still
+    lets the check go on.
+    """
     env = dict(os.environ if env is None else env)
     repo = Path(__file__).resolve().parent.parent if repo is None else repo
     found: dict[str, Any] = {"python": {"ok": True, "version": sys.version.split()[0],
@@ -192,8 +220,13 @@ def preflight(workdir: Path, env: dict[str, str] | None = None,
             missing.append(device["error"])
     found["device"] = device
     ready = all(found["modules"][n]["ok"] for n in REQUIRED) and device["ok"]
+    site_dirs = {sysconfig.get_paths().get("purelib", ""), sysconfig.get_paths().get("platlib", "")}
+    sanitizer = find_sanitizer(env, repo, site_dirs=[d for d in site_dirs if d])
+    found.update(ready=ready, missing=missing, sanitizer=sanitizer,
+                 tests_ready=all(found["modules"][n]["ok"] for n in TEST_MODULES))
+    _write_preflight(workdir, found)
     if ready:
-        # Only worth the import time where the check goes on.
+        # Only worth the time where the check goes on.
         for name in OPTIONAL:
             modules[name], found["modules"][name] = _import(name)
         if modules["torch"] is not None:
@@ -201,33 +234,11 @@ def preflight(workdir: Path, env: dict[str, str] | None = None,
     found["nvidia_smi"] = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
                                 "--format=csv,noheader"]) if shutil.which("nvidia-smi") else ""
     found["nvcc"] = _nvcc(env)
-    site_dirs = {sysconfig.get_paths().get("purelib", ""), sysconfig.get_paths().get("platlib", "")}
-    sanitizer = find_sanitizer(env, repo, site_dirs=[d for d in site_dirs if d])
     if sanitizer["path"]:
         version = [ln for ln in _run([sanitizer["path"], "--version"]).splitlines()
                    if "Version" in ln or "version" in ln]
         sanitizer["version"] = version[-1].strip() if version else "?"
-    found["sanitizer"] = sanitizer
-    tests_ready = all(found["modules"][n]["ok"] for n in TEST_MODULES)
-    pytest_extra: list[str] = []
-    if found["modules"].get("xdist", {}).get("ok"):
-        pytest_extra += ["-n", str(XDIST_WORKERS)]
-    if found["modules"].get("pytest_timeout", {}).get("ok"):
-        pytest_extra += [f"--timeout={TEST_TIMEOUT_S}"]
-    found.update(ready=ready, tests_ready=tests_ready, missing=missing)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "preflight.json").write_text(json.dumps(found, indent=1, default=str))
-    assignments = {
-        "READY": "1" if ready else "0",
-        "TESTS_READY": "1" if tests_ready else "0",
-        "MISSING": "; ".join(missing),
-        "TESTS_MISSING": "; ".join(f"{n} is not importable" for n in TEST_MODULES
-                                   if not found["modules"][n]["ok"]),
-        "SANITIZER": sanitizer["path"] or "",
-        "PYTEST_EXTRA": " ".join(pytest_extra),
-    }
-    (workdir / "preflight.env").write_text(
-        "".join(f"{k}={shlex.quote(v)}\n" for k, v in assignments.items()))
+    _write_preflight(workdir, found)
     for line in _environment_lines(found):
         print(line)
     if ready:

@@ -236,7 +236,7 @@ def _lent_machine(tmp_path, monkeypatch, sanitizer: str, steps: dict[str, tuple]
         _executable(tmp_path / "cuda" / "compute-sanitizer" / "compute-sanitizer")
     gc.preflight(work, env=env, repo=tmp_path / "repo")
     (work / "logs").mkdir()
-    limits = {"preflight": 20, "compile": 35, "tests": 100, "calibrate": 35, "bench": 75}
+    limits = {"preflight": 25, "compile": 35, "tests": 100, "calibrate": 35, "bench": 75}
     rows = {name: ("passed", 0, 5, limit, "") for name, limit in limits.items()}
     for tool in gc.SANITIZER_TOOLS:
         rows[tool] = (("passed", 0, 30, 60, "") if sanitizer != "none" else
@@ -273,7 +273,7 @@ def test_summary_of_the_lent_machine(tmp_path, monkeypatch, sanitizer):
     assert [r["step"] for r in summary["steps"]] == list(gc.STEPS)
     expected = "passed" if sanitizer == "cuda-folder" else "skipped"
     assert {statuses[t] for t in gc.SANITIZER_TOOLS} == {expected}
-    assert summary["worst_case_s"] == 20 + 35 + 100 + 35 + 75 + 60
+    assert summary["worst_case_s"] == 25 + 35 + 100 + 35 + 75 + 60
     md = (out / "summary.md").read_text()
     assert "Result: **passed**" in md
     assert "torch 2.11.0 (stand-in), CUDA 13.0, cuDNN 91000" in md
@@ -321,3 +321,21 @@ def test_summary_statuses_of_failures(tmp_path, monkeypatch):
     assert "Device not supported" in reason
     assert "Result: **failed** (failed or timed out: tests, memcheck)" in \
         (out / "summary.md").read_text()
+
+
+def test_preflight_writes_the_essentials_before_importing_torch(tmp_path, monkeypatch):
+    """Killed while importing torch (its time limit), the preflight has already told the
+    script that cupy and a device are there."""
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(name=b"NVIDIA H200"))
+    real_import = gc._import
+
+    def killed_at_torch(name):
+        if name == "torch":
+            raise KeyboardInterrupt  # stands for the SIGTERM of `timeout`
+        return real_import(name)
+
+    monkeypatch.setattr(gc, "_import", killed_at_torch)
+    with pytest.raises(KeyboardInterrupt):
+        gc.preflight(tmp_path / "work", env={"PATH": ""}, repo=tmp_path)
+    shell = (tmp_path / "work" / "preflight.env").read_text()
+    assert "READY=1\n" in shell and "TESTS_READY=1\n" in shell
