@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--quick", action="store_true", help="tiny cases, for a smoke test")
-    parser.add_argument("--budget", type=float, default=55.0, metavar="SECONDS",
-                        help="start no case after this many seconds (default 55)")
+    parser.add_argument("--budget", type=float, default=50.0, metavar="SECONDS",
+                        help="start no case after this many seconds (default 50)")
     parser.add_argument("--backend", default="cupy", help="gpuconv backend (default cupy)")
     args = parser.parse_args(argv)
 

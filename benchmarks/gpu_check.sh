@@ -18,7 +18,7 @@
 #   calibrate  python -m gpuconv calibrate --backend cupy -> OUTDIR/costmodel-cupy.json
 #              (the benchmark's method="auto" uses these constants)
 #   bench      benchmarks/gpu_bench.py: ceilings, then the GPU grids, stopping new cases
-#              after 55 s -> OUTDIR/gpu_bench.json, gpu_bench.md
+#              after 50 s -> OUTDIR/gpu_bench.json, gpu_bench.md
 #   memcheck, racecheck, synccheck, initcheck
 #              compute-sanitizer over gpu_kernel_run.py --quick, all four at once;
 #              "skipped" where no compute-sanitizer is found (PATH, $CUDA_HOME/bin,
@@ -41,7 +41,7 @@ limit_bench=75
 limit_sanitizers=60
 limit_summary=5
 kill_grace=2
-bench_budget=55
+bench_budget=50
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
     echo "usage: benchmarks/gpu_check.sh OUTDIR" >&2
