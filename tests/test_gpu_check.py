@@ -88,7 +88,6 @@ def _assert_no_traceback(done, out):
         assert "Traceback" not in path.read_text(errors="replace"), path.name
 
 
-@pytest.mark.slow
 def test_on_a_machine_without_a_gpu_the_check_stops_and_says_why(tmp_path):
     """The CPU proof: exit non-zero within a minute, a summary naming what is missing,
     every later step listed as not run, no traceback anywhere."""
@@ -114,7 +113,6 @@ def test_on_a_machine_without_a_gpu_the_check_stops_and_says_why(tmp_path):
     _assert_no_traceback(done, out)
 
 
-@pytest.mark.slow
 def test_without_cupy_the_summary_names_it(tmp_path):
     """A cupy that cannot be imported (here: one that raises) is named, not a traceback."""
     if shutil.which("bash") is None:
