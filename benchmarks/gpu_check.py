@@ -47,7 +47,7 @@ XDIST_WORKERS = 6
 TEST_TIMEOUT_S = 60
 STATUSES = ("passed", "failed", "timed out", "skipped", "not run")
 # What compute-sanitizer prints when it cannot instrument this device or runtime
-# (seen under gVisor): the tool did not run, it found nothing.
+# (seen in sandboxed virtual machines): the tool did not run, it found nothing.
 _SANITIZER_REFUSALS = ("Device not supported", "Unable to find injection library",
                        "is not supported on this")
 
