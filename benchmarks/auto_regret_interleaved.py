@@ -20,7 +20,7 @@ import numpy as np
 import scipy.signal
 
 import gpuconv
-from gpuconv.bench._grids import CONV_LAYERS, PLANE_KERNELS, PLANE_SIZES
+from gpuconv.bench._cases import CONV_LAYERS, PLANE_KERNELS, PLANE_SIZES
 
 METHODS = ["direct", "gemm", "fft", "overlap-add", "auto"]
 

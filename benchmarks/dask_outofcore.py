@@ -6,7 +6,7 @@ Same as ``gpuconv bench --dask``; ``--help`` lists the options.  Needs the
 
 import sys
 
-from gpuconv._bench_dask import main
+from gpuconv.bench._dask import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,9 @@ from gpuconv.backend import get_backend_object
 # The stand-in's own files are not tests (and its package shadows CuPy's name).
 collect_ignore = ["cupy_standin"]
 
-BACKENDS = ["numpy", "cupy"]
+# The CuPy cases are marked "gpu": `pytest -m gpu` selects what only a GPU can show
+# (the GPU check runs that selection).
+BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 
 # Relative tolerances per working dtype, for sums of up to a few thousand
 # products of O(1) numbers compared with a float64 (or better) oracle.

@@ -225,7 +225,7 @@ def test_benchmarks_run_script_has_the_same_conventions(capsys):
 
 
 def test_bench_options_are_declared_once():
-    from gpuconv._bench_dask import build_parser as dask_parser
+    from gpuconv.bench._dask import build_parser as dask_parser
     from gpuconv.bench import build_parser as bench_parser
     from gpuconv.cli import build_parser
 
@@ -428,7 +428,7 @@ print(json.dumps({"loaded": loaded, "names": names, "ok": ok, "missing": missing
 
 def test_default_out_folder_is_checked_only_when_results_are_written(tmp_path, monkeypatch,
                                                                      capsys):
-    import gpuconv._bench_dask
+    import gpuconv.bench._dask
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "benchmarks").write_text("a file where the default folder would go")
@@ -444,7 +444,7 @@ def test_default_out_folder_is_checked_only_when_results_are_written(tmp_path, m
         assert kwargs["out"] is None and kwargs["size"] == 2048
         raise RuntimeError("planted: the benchmark started")
 
-    monkeypatch.setattr(gpuconv._bench_dask, "run", planted)
+    monkeypatch.setattr(gpuconv.bench._dask, "run", planted)
     assert main(["bench", "--dask", "--quick"]) == 1
     assert "planted: the benchmark started" in capsys.readouterr().err
 

@@ -101,7 +101,7 @@ def test_killed_worker_is_retried_elsewhere(client, rng, tmp_path):
 
 def test_store_chunk_by_chunk_into_a_raw_file(client, rng, tmp_path):
     """The benchmark's target: only a path travels; each task writes its own region."""
-    from gpuconv._bench_dask import RawFileTarget
+    from gpuconv.bench._dask import RawFileTarget
 
     x = rng.standard_normal((70, 50)).astype(np.float32)
     k = rng.standard_normal((5, 4)).astype(np.float32)
@@ -125,7 +125,7 @@ def test_outofcore_benchmark_runs_small(tmp_path):
     """The benchmark end to end at a small size: files written, numbers coherent."""
     import json
 
-    from gpuconv._bench_dask import run
+    from gpuconv.bench._dask import run
 
     record = run(size=512, chunk=128, ksize=5, compare_size=256, memory_limit="512MiB",
                  workdir=str(tmp_path), out=str(tmp_path / "results"), notes=("test",),

@@ -1,20 +1,26 @@
-"""The GPU benchmark's plain-Python parts (cases, rates, targets, reports, the
-check summary) and the check script's syntax, without a GPU."""
+"""The GPU benchmark on the CPU: one grid definition, columns per backend, references,
+targets, and dry runs of ``benchmarks/gpu_bench.py`` and ``gpu_kernel_run.py`` with
+stand-ins for CuPy, cupyx and torch (with CUDA and without)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
-import shutil
 import subprocess
 import sys
-import time
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
+from _gpu_fakes import counting_device_backend, fake_cupy, fake_torch, install_cupyx
+
+from gpuconv.bench import GRIDS, Unavailable
+from gpuconv.bench import _cases as C
+from gpuconv.bench._grids import _conv_reference, _fft_correlate
+from gpuconv.bench._runner import _relative_error
+from gpuconv.bench._targets import evaluate, targets_markdown
 
 ROOT = Path(__file__).parent.parent
 
@@ -22,244 +28,281 @@ ROOT = Path(__file__).parent.parent
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-gb = _load("gpu_bench")
+def test_gpu_grids_come_from_the_one_definition():
+    assert set(C.GPU_GRIDS) <= set(GRIDS)
+    bandwidth = GRIDS["bandwidth"].cases(False)
+    assert [c.id for c in bandwidth] == ["4096x4096 k3 same", "8192x8192 k3 same"]
+    assert all(c.calls == C.QUEUE_DEPTH > 1 for c in bandwidth)
+    assert [c.id for c in GRIDS["batched"].cases(False)] == ["64x512x512 k5 same"]
+    planes = GRIDS["planes"].cases(False)
+    assert len(planes) == len(C.PLANE_SIZES) * len(C.PLANE_KERNELS) == 12
+    assert {(c.params["size"], c.params["kernel"]) for c in planes} == {
+        (n, k) for n in C.PLANE_SIZES for k in C.PLANE_KERNELS}
+    assert len(GRIDS["conv2d"].cases(False)) == len(C.CONV_LAYERS) * len(C.CONV_DTYPES)
+    # The GPU entry point defines no grid of its own: it names the shared grids.
+    source = (ROOT / "benchmarks" / "gpu_bench.py").read_text()
+    assert "GPU_GRIDS" in source
+    for constant in ("4096", "8192", "CONV_LAYERS", "def cases", "class Timer"):
+        assert constant not in source, constant
 
 
-def test_cases_cover_the_issue_grids():
-    cases = gb.cases(quick=False)
-    ids = {(c.grid, c.id) for c in cases}
-    assert len([c for c in cases if c.grid == "planes"]) == 12
-    assert ("bandwidth", "8192x8192 k3 same") in ids and ("bandwidth", "4096x4096 k3 same") in ids
-    assert ("batched", "64x512x512 k5 same") in ids
-    assert len([c for c in cases if c.grid == "conv2d"]) == 4
-    assert 0 < len(gb.cases(quick=True)) < len(cases)
+def test_columns_follow_the_backend():
+    def names(backend, grid):
+        return {n for n, c in GRIDS[grid].columns.items() if c.runs_on(backend)}
+
+    cpu, gpu = names("numpy", "planes"), names("cupy", "planes")
+    assert {"direct", "gemm", "auto", "fft", "overlap-add", "scipy.signal", "scipy.ndimage",
+            "torch"} <= cpu
+    assert not any(n.startswith("cupyx") for n in cpu)
+    assert {"direct", "auto", "fft", "cupyx.signal", "cupyx.ndimage", "cupyx.fftconvolve",
+            "torch"} <= gpu
+    assert not {"scipy.signal", "scipy.ndimage"} & gpu
+    assert "numpy.einsum" not in names("cupy", "conv2d")
+    assert [g for g in GRIDS if not GRIDS[g].runs_on("numpy")] == ["bandwidth", "batched"]
 
 
-def test_columns_of_every_grid():
-    """Listing the columns imports no GPU library (the factories do, when called)."""
-    by_grid = {c.grid: list(gb.columns(c, torch=None)) for c in gb.cases(quick=False)}
-    assert {"gpuconv.direct", "gpuconv.auto", "cupyx.signal.correlate2d",
-            "cupyx.ndimage.correlate", "cupyx.signal.fftconvolve"} <= set(by_grid["planes"])
-    assert "loop of cupyx.signal.correlate2d" in by_grid["batched"]
-    assert set(by_grid["conv2d"]) == {"gpuconv.direct", "gpuconv.gemm", "gpuconv.auto"}
-    assert "torch.cudnn" not in by_grid["planes"]  # no torch given
+def test_gemm_is_not_timed_on_large_plane_kernels_on_a_gpu():
+    """On the GPU, gemm for one 15x15 or 31x31 kernel is ~10^5 launches a call."""
+    device = counting_device_backend()
+    from gpuconv.backend import get_backend_object
+
+    host = get_backend_object("numpy")
+    gemm = GRIDS["planes"].columns["gemm"].factory
+    by_kernel = {c.params["kernel"]: c for c in GRIDS["planes"].cases(False)
+                 if c.params["size"] == 256}
+    inputs = {"x": None, "w": None}
+    for k, case in by_kernel.items():
+        if k > C.PLANE_GEMM_MAX_KERNEL["cupy"]:
+            with pytest.raises(Unavailable, match="never auto's choice"):
+                gemm(inputs, case, device)
+        else:
+            assert callable(gemm(inputs, case, device))
+        assert callable(gemm(inputs, case, host))  # the CPU grid keeps every cell
 
 
-def test_bytes_and_flops():
-    c = gb.plane_case(1024, 7)
+def test_bytes_flops_and_calls_of_the_cases():
+    case = {c.id: c for c in GRIDS["planes"].cases(False)}["1024x1024 k7"]
     out = 1018 * 1018
-    assert c.bytes == 4 * (1024 * 1024 + out + 49) and c.flops == 2 * 49 * out
-    c = gb.conv_case(8, 256, 14, 14, 256, 3)
-    assert c.flops == 2 * 8 * 256 * 12 * 12 * 256 * 9
-    assert c.bytes == 4 * (8 * 256 * 196 + 256 * 256 * 9 + 8 * 256 * 144)
-    gbps, gflops = gb.rates(c, 2.0)
-    assert math.isclose(gbps, c.bytes / 2e-3 / 1e9) and math.isclose(gflops, c.flops / 2e-3 / 1e9)
+    assert case.bytes == 4 * (1024 * 1024 + 49 + out) and case.flops == 2 * 49 * out
+    conv = {c.id: c for c in GRIDS["conv2d"].cases(False)}["(8,256,14,14)->256 3x3 float64"]
+    assert conv.flops == 2 * 8 * 256 * 12 * 12 * 256 * 9
+    assert conv.bytes == 8 * (8 * 256 * 196 + 256 * 256 * 9 + 8 * 256 * 144)
+    (bw,) = [c for c in GRIDS["bandwidth"].cases(False) if c.params["size"] == 8192]
+    assert bw.bytes == 4 * (2 * 8192 ** 2 + 9)
+
+
+@pytest.mark.parametrize("mode", ["valid", "same", "full"])
+def test_float64_references_match_scipy(rng, mode):
+    from gpuconv.backend import get_backend_object
+
+    be = get_backend_object("numpy")
+    x = rng.standard_normal((3, 23, 30)).astype(np.float32)
+    w = rng.standard_normal((5, 7)).astype(np.float32)
+    got = _fft_correlate(be, x, w, mode)
+    want = np.stack([scipy.signal.correlate2d(p.astype(np.float64), w.astype(np.float64), mode)
+                     for p in x])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    xs = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    ws = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    ref = _conv_reference({"x_np": xs, "w_np": ws}, None, be)
+    want = np.einsum("nchwij,ocij->nohw", np.lib.stride_tricks.sliding_window_view(
+        xs.astype(np.float64), (3, 2), axis=(2, 3)), ws.astype(np.float64))
+    np.testing.assert_allclose(ref, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
 def test_relative_error(rng):
     ref = rng.standard_normal((5, 6))
-    assert gb.relative_error(ref, ref) == 0
-    noisy = ref * (1 + 1e-6)
-    assert math.isclose(gb.relative_error(noisy, ref), 1e-6, rel_tol=1e-6)
+    assert _relative_error(np, ref, ref) == 0
+    assert math.isclose(_relative_error(np, ref * (1 + 1e-6), ref), 1e-6, rel_tol=1e-6)
     bad = ref.copy()
     bad[2, 3] = np.nan
-    assert gb.relative_error(bad, ref) == math.inf
-    assert gb.relative_error(ref[:4], ref) == math.inf
+    assert _relative_error(np, bad, ref) == math.inf
+    assert _relative_error(np, ref[:4], ref) == math.inf
+    assert _relative_error(np, ref.astype(np.float32), ref) < 1e-7
 
 
-def synthetic_report():
-    r = gb.Report(device={"card": "test"}, ceilings={"copy_gbps": 1000.0})
-    bw = gb.bandwidth_case(4096)
-    fast = bw.bytes / (800e9) * 1e3  # 800 GB/s: 80% of copy
-    r.cells.append(gb.Cell("bandwidth", bw.id, "gpuconv.direct", fast, gbps=800.0))
-    r.cells += [gb.Cell("planes", "p", "gpuconv.direct", 1.0),
-                gb.Cell("planes", "p", "gpuconv.auto", 1.2),
-                gb.Cell("planes", "p", "cupyx.signal.correlate2d", 3.0),
-                gb.Cell("conv2d", "c", "gpuconv.auto", 1.2),
-                gb.Cell("conv2d", "c", "gpuconv.gemm", 1.2),
-                gb.Cell("conv2d", "c", "torch.cudnn", 1.0),
-                gb.Cell("batched", "b", "gpuconv.direct", 1.0),
-                gb.Cell("batched", "b", "loop of cupyx.signal.correlate2d", 9.0),
-                gb.Cell("planes", "q", "gpuconv.auto", None, note="RuntimeError: boom")]
-    return r
+def _cell(seconds, status="ok", **extra):
+    return {"status": status, "median_s": seconds, **extra}
+
+
+def synthetic_report(backend="cupy"):
+    case = lambda cid, results, **p: {"id": cid, "params": p, "results": results}  # noqa: E731
+    return {
+        "backend": backend, "ceilings": {"copy_gbps": 1000.0},
+        "grids": [
+            {"name": "bandwidth", "cases": [
+                case("4096 same", {"direct": _cell(1e-4, gbps=800.0), "auto": _cell(1e-4),
+                                   "fft": _cell(5e-4)})]},
+            {"name": "planes", "cases": [
+                case("p", {"direct": _cell(1.0), "auto": _cell(1.1, note="auto: direct"),
+                           "gemm": _cell(1.5), "fft": _cell(0.6), "cupyx.signal": _cell(3.0)}),
+                case("q", {"auto": {"status": "error", "note": "RuntimeError: boom"},
+                           "cupyx.signal": _cell(3.0)}),
+                case("r", {"direct": _cell(1.0), "auto": _cell(1.0), "fft": _cell(0.4),
+                           "overlap-add": _cell(0.45), "cupyx.signal": _cell(4.0)})]},
+            {"name": "conv2d", "cases": [
+                case("c32", {"auto": _cell(1.2), "gemm": _cell(1.2), "direct": _cell(2.0),
+                             "torch": _cell(1.0)}, dtype="float32"),
+                case("c64", {"auto": _cell(1.0), "direct": _cell(1.0),
+                             "torch": {"status": "unavailable", "note": "no CUDA"}},
+                     dtype="float64"),
+                case("c32b", {"auto": _cell(1.0), "direct": _cell(1.0),
+                              "torch": {"status": "unavailable",
+                                        "note": "torch has no CUDA here"}}, dtype="float32")]},
+            {"name": "batched", "cases": [
+                case("b", {"auto": _cell(1.0), "direct": _cell(1.0),
+                           "cupyx.signal": _cell(9.0)})]},
+        ]}
 
 
 def test_targets_are_judged_from_the_cells():
-    targets = {(t["target"].split()[0], t["case"]): t
-               for t in gb.evaluate_targets(synthetic_report())}
-    assert targets[("3x3", "4096x4096 k3 same")]["met"]          # 80% >= 75%
-    assert targets[(">=", "p")]["value"] == 2.5 and not targets[(">=", "p")]["met"]  # 3.0/1.2
-    assert targets[("within", "c")]["met"]                       # 1.2 <= 1.25
-    assert not targets[(">=", "b")]["met"]                       # 9x < 10x
-    auto = [t for t in targets.values() if t["target"].startswith("auto")]
-    assert {t["case"]: t["met"] for t in auto} == {"planes p": False, "conv2d c": True}
+    rows = evaluate(synthetic_report())
+    by = {(r["target"], r["case"]): r for r in rows}
+    assert by[("bandwidth", "4096 same")]["value"] == 0.8 and by[("bandwidth", "4096 same")]["met"]
+    assert by[("vs_cupyx", "p")]["value"] == 2.727 and by[("vs_cupyx", "p")]["met"] is False
+    assert by[("vs_cupyx", "r")]["value"] == 4.0 and by[("vs_cupyx", "r")]["met"]
+    assert by[("vs_cupyx", "q")]["met"] is None and "boom" in by[("vs_cupyx", "q")]["detail"]
+    assert by[("vs_cudnn", "c32")]["value"] == 1.2 and by[("vs_cudnn", "c32")]["met"]
+    assert ("vs_cudnn", "c64") not in by  # the target is float32
+    assert by[("vs_cudnn", "c32b")]["met"] is None
+    assert "no CUDA" in by[("vs_cudnn", "c32b")]["detail"]
+    assert by[("batched_vs_loop", "b")]["value"] == 9.0 and not by[("batched_vs_loop", "b")]["met"]
+    # auto's regret against the fastest method its precision policy allows: an FFT
+    # method only where it beat every exact method by the 2x margin.
+    assert by[("auto_regret", "planes p")]["value"] == 1.1       # fft 1.67x: not allowed
+    assert by[("auto_regret", "planes p")]["met"] is True
+    assert by[("auto_regret", "planes p")]["detail"].startswith("auto: direct 1100 ms")
+    assert by[("auto_regret", "planes r")]["value"] == 2.5       # fft 2.5x: allowed
+    assert by[("auto_regret", "planes r")]["met"] is False
+    assert by[("auto_regret", "conv2d c32")]["value"] == 1.0
+    assert by[("auto_regret", "planes q")]["met"] is None
+    md = targets_markdown(rows)
+    assert "not measured" in md and "| vs_cupyx | p | 2.727 | >= 3 | **no** |" in md
+    # On a CPU backend only the regret of auto is a target.
+    assert {r["target"] for r in evaluate(synthetic_report("numpy"))} == {"auto_regret"}
 
 
-def test_reports_and_check_summary(tmp_path):
-    report = synthetic_report()
-    gb.write(report, tmp_path)
-    data = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert data["device"]["card"] == "test" and len(data["cells"]) == len(report.cells)
+# -- dry runs of the device code on the CPU --------------------------------------------
+
+@pytest.fixture
+def emulated_gpu(monkeypatch):
+    """The CuPy backend's own code with emulated kernels, NumPy as CuPy, SciPy as cupyx,
+    and the GPU grids shrunk to sizes the emulator runs in a moment."""
+    kernel_emulator = pytest.importorskip("kernel_emulator")
+    if kernel_emulator.compiler() is None:
+        kernel_emulator.skip_or_fail("no host C++ compiler for the kernel emulator")
+    from gpuconv import backend as registry
+
+    backend = kernel_emulator.emulated_cupy_backend()
+    backend.xp = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", backend.xp)
+    monkeypatch.setitem(registry._instances, "cupy", backend)
+    install_cupyx(monkeypatch)
+    for name, value in {"QUICK_PLANE_SIZES": (40,), "QUICK_PLANE_KERNELS": (3, 5),
+                        "QUICK_BANDWIDTH_SIZES": (48,), "QUEUE_DEPTH": 2,
+                        "QUICK_BATCHED": (2, 24, 5),
+                        "QUICK_CONV_LAYERS": ((2, 3, 10, 10, 4, 3),)}.items():
+        monkeypatch.setattr(C, name, value)
+    return backend
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cuda_torch", [False, True], ids=["cpu-only torch", "CUDA torch"])
+def test_dry_run_of_gpu_bench(emulated_gpu, monkeypatch, tmp_path, capsys, cuda_torch):
+    """benchmarks/gpu_bench.py end to end: every column of every GPU grid runs, every
+    gpuconv result agrees with the float64 reference, the report and targets are
+    written; the torch (cuDNN) anchor runs where torch has CUDA and says why not where
+    it has none."""
+    torch = fake_torch(cuda=cuda_torch)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    gb = _load("gpu_bench")
+    assert gb.main(["--out", str(tmp_path), "--quick"]) == 0
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert report["backend"] == "cupy" and report["clock"] == "CUDA events"
+    assert report["partial"] is False
+    assert report["device_info"]["card"] == "NVIDIA H200 (stand-in)"
+    assert report["device_info"]["torch_cuda"] == ("13.0" if cuda_torch else
+                                                   "torch has no CUDA here")
+    assert {"copy_gbps", "sgemm_gflops"} <= set(report["ceilings"])
+    assert [g["name"] for g in report["grids"]] == list(C.GPU_GRIDS)
+    for grid in report["grids"]:
+        columns = {c["name"]: c for c in grid["columns"]}
+        assert grid["cases"], grid["name"]
+        for case in grid["cases"]:
+            for name, res in case["results"].items():
+                if name == "torch":
+                    continue
+                # capped: building the emulator on a kernel's first call takes seconds
+                assert res["status"] in ("ok", "capped"), (grid["name"], case["id"], name, res)
+                assert res["median_s"] > 0 and res["first_s"] > 0
+                if not columns[name]["anchor"]:
+                    assert res["rel_err"] < 1e-5, (grid["name"], case["id"], name, res)
+            torch_cell = case["results"]["torch"]
+            if cuda_torch:
+                assert torch_cell["status"] == "ok", torch_cell
+            else:
+                assert torch_cell == {"status": "unavailable",
+                                      "note": "torch has no CUDA here (a CPU-only build, or "
+                                              "no device)"}
+    assert torch.synchronized > 0 if cuda_torch else torch.synchronized == 0
+    if cuda_torch:  # TF32 off: gpuconv computes in full float32
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    cudnn = [t for t in report["targets"] if t["target"] == "vs_cudnn"]
+    assert cudnn and all((t["met"] is not None) == cuda_torch for t in cudnn)
+    assert all(t["value"] is not None for t in report["targets"]
+               if t["target"] in ("bandwidth", "vs_cupyx", "batched_vs_loop"))
     md = (tmp_path / "gpu_bench.md").read_text()
-    assert "RuntimeError: boom" in md and "| target |" in md
-    compile_part = "device 0: X\ncompiled a.cu: 5 kernels in 900 ms\nTraceback\nKeyError: b\n"
-    tests_part = "....F\nFAILED x\n1 failed, 40 passed, 3 skipped in 9.1s\n"
-    (tmp_path / "pytest.log").write_text(compile_part + tests_part)
-    (tmp_path / "memcheck.log").write_text("ok\n========= ERROR SUMMARY: 0 errors\n")
-    n = len(compile_part)
-    summary = gb.summarize(tmp_path, [f"compile:1:2:pytest.log:0:{n}",
-                                      f"tests:1:30:pytest.log:{n}:{n + len(tests_part)}",
-                                      "memcheck:0:20:memcheck.log"])
-    assert not summary["passed"]
-    assert [r["result"] for r in summary["steps"]] == [
-        "compiled a.cu: 5 kernels in 900 ms", "1 failed, 40 passed, 3 skipped in 9.1s",
-        "ERROR SUMMARY: 0 errors"]
-    assert "| tests | 1 | 30 |" in (tmp_path / "summary.md").read_text()
+    assert "## Targets" in md and "Measured ceilings" in md
+    assert "targets met" in capsys.readouterr().out
 
 
-def test_scripts_import_without_cupy_and_check_script_parses():
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench, gpu_kernel_run; "
-            "print(any(m.startswith('cupy') for m in sys.modules))")
+def test_gpu_bench_says_why_without_a_device(tmp_path, capsys):
+    import gpuconv
+
+    if gpuconv.available_backends()["cupy"].usable:
+        pytest.skip("a CUDA device is usable here: the benchmark would run for real")
+    gb = _load("gpu_bench")
+    assert gb.main(["--out", str(tmp_path), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot run here" in err
+    assert not (tmp_path / "gpu_bench.json").exists()
+
+
+def test_scripts_import_without_cupy():
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); "
+            "import gpu_bench, gpu_kernel_run, gpu_check; "
+            "print(any(m.split('.')[0] in ('cupy', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-    if shutil.which("bash") is None:
-        pytest.skip("bash is not installed")
-    subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], check=True)
-
-
-# -- a dry run of the device part on the CPU -------------------------------------------
-
-class _Event:
-    def record(self):
-        self.t = time.perf_counter()
-
-    def synchronize(self):
-        pass
-
-
-class _FakeCuda:
-    Event = _Event
-
-    @staticmethod
-    def get_elapsed_time(start, end):
-        return (end.t - start.t) * 1e3
-
-    class Device:
-        id = 0
-        compute_capability = "00"
-
-        def synchronize(self):
-            pass
-
-    class runtime:  # noqa: N801 - mirrors cupy.cuda.runtime
-        getDeviceProperties = staticmethod(lambda i: {"name": b"host emulator",
-                                                      "multiProcessorCount": 1})
-        runtimeGetVersion = staticmethod(lambda: 0)
-        driverGetVersion = staticmethod(lambda: 0)
-
-
-class _FakeRandom:
-    @staticmethod
-    def standard_normal(size, dtype=np.float64):
-        return np.random.default_rng(0).standard_normal(size).astype(dtype)
-
-
-class _FakeCupy(types.ModuleType):
-    """NumPy under CuPy's name with the calls gpu_bench makes (events time the host)."""
-
-    cuda = _FakeCuda
-    random = _FakeRandom
-    __version__ = "fake"
-
-    @staticmethod
-    def asnumpy(a):
-        return np.asarray(a)
-
-    @staticmethod
-    def get_default_memory_pool():
-        return types.SimpleNamespace(free_all_blocks=lambda: None)
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
-def test_dry_run_of_the_device_code(tmp_path, monkeypatch):
-    """gpu_bench.run end to end with NumPy as CuPy, SciPy as cupyx, and the CuPy backend's
-    own code with emulated kernels: every column runs, results agree with the float64
-    reference, and the report is written.  Catches harness bugs before a GPU lease."""
-    import scipy.fft
-    import scipy.ndimage
-    import scipy.signal
-
-    kernel_emulator = pytest.importorskip("kernel_emulator")
-    if kernel_emulator.compiler() is None:
-        kernel_emulator.skip_or_fail("no host C++ compiler for the kernel emulator")
-    import gpuconv
-    from gpuconv import backend as registry
-
-    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy("cupy"))
-    for name in [m for m in sys.modules if m.split(".")[0] == "cupyx"]:
-        monkeypatch.delitem(sys.modules, name)
-    fakes = {"cupyx": types.ModuleType("cupyx"), "cupyx.scipy": types.ModuleType("cupyx.scipy"),
-             "cupyx.scipy.signal": scipy.signal, "cupyx.scipy.ndimage": scipy.ndimage,
-             "cupyx.scipy.fft": scipy.fft}
-    fakes["cupyx"].scipy = fakes["cupyx.scipy"]
-    for sub in ("signal", "ndimage", "fft"):
-        setattr(fakes["cupyx.scipy"], sub, fakes[f"cupyx.scipy.{sub}"])
-    for name, module in fakes.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setitem(registry._instances, "cupy", kernel_emulator.emulated_cupy_backend())
-    tiny = [gb.Case("bandwidth", "48x40 k3 same", {"size": 40, "kernel": 3, "mode": "same"},
-                    bytes=4 * 2 * 1600, flops=18 * 1600),
-            gb.batched_case(2, 24, 5), gb.plane_case(40, 4), gb.conv_case(2, 3, 10, 10, 4, 3)]
-    with gpuconv.set_backend("cupy"):
-        report = gb.run(False, tmp_path, repeat=3, budget_ms=5, case_list=tiny,
-                        ceiling_sizes=(1 << 12, 16))
-    data = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert data["device"]["card"] == "host emulator"
-    assert set(data["ceilings"]) == {"copy_gbps", "sgemm_gflops"}
-    cells = {(c["grid"], c["column"]): c for c in data["cells"]}
-    for key in [("bandwidth", "gpuconv.direct"), ("bandwidth", "gpuconv.direct[GC_UNSTAGED_LOADS]"),
-                ("batched", "gpuconv.direct"), ("planes", "gpuconv.gemm"),
-                ("planes", "gpuconv.fft"), ("planes", "gpuconv.auto")]:
-        assert cells[key]["median_ms"] > 0, cells[key]
-        assert cells[key]["rel_err"] < 1e-5, cells[key]
-    for key in [("planes", "cupyx.signal.correlate2d"), ("planes", "cupyx.ndimage.correlate"),
-                ("planes", "cupyx.signal.fftconvolve"),
-                ("batched", "loop of cupyx.signal.correlate2d"),
-                ("conv2d", "gpuconv.direct"), ("conv2d", "gpuconv.gemm"),
-                ("conv2d", "gpuconv.auto")]:
-        assert cells[key]["median_ms"] > 0, cells[key]
-    assert "torch" in cells[("conv2d", "gpuconv.direct")]["note"]  # no CUDA torch: no reference
-    assert report.targets and (tmp_path / "gpu_bench.md").exists()
 
 
 def test_dry_run_of_the_sanitizer_script(monkeypatch, capsys):
-    """gpu_kernel_run.main on the CPU: the CuPy backend's code with emulated kernels."""
+    """gpu_kernel_run.py --quick (what each sanitizer tool runs) on the CPU: the CuPy
+    backend's code with emulated kernels; every kernel file and dtype launched."""
     kernel_emulator = pytest.importorskip("kernel_emulator")
     if kernel_emulator.compiler() is None:
         kernel_emulator.skip_or_fail("no host C++ compiler for the kernel emulator")
     import gpuconv
     from gpuconv import backend as registry
 
-    fake = _FakeCupy("cupy")
-    fake.cuda = types.SimpleNamespace(set_allocator=lambda a: None,
-                                      set_pinned_memory_allocator=lambda a: None,
-                                      Device=_FakeCuda.Device)
-    monkeypatch.setitem(sys.modules, "cupy", fake)
     backend = kernel_emulator.emulated_cupy_backend()
+    backend.xp = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", backend.xp)
     monkeypatch.setitem(registry._instances, "cupy", backend)
     run = _load("gpu_kernel_run")
     with gpuconv.set_backend("cupy"):
-        assert run.main(quick=False) == 0
+        assert run.main(quick=True) == 0
     out = capsys.readouterr().out
     assert "0 mismatches" in out
     calls = int(out.split(" checked calls")[0].split()[-1])
     launched = sum(k.launches for k in backend.emulated_kernels.values())
-    assert calls == launched >= 5 * (4 * 3 * 3 - 3 + 5)  # every call ran a native kernel
+    assert calls == launched >= 4 * 3 * 3 - 3 + 2 * 4 * 3 + 3 * 5  # every call ran a kernel
+    built = {(build[0], np.dtype(dtype).name) for build, _, dtype in backend.emulated_kernels}
+    assert built == {(f, d) for f in ("correlate_planes.cu", "conv2d.cu")
+                     for d in ("float32", "float64", "float16")}

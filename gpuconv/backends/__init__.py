@@ -74,6 +74,14 @@ class Backend(Protocol):
     def device_key(self) -> str:
         """A string naming the device, for caches keyed by where a call runs."""
 
+    def synchronize(self) -> None:
+        """Block until every operation queued on this backend's current stream is done.
+
+        Ops return as soon as their work is queued; a caller that times a call,
+        or hands its result to another library, waits here first.  A backend
+        that computes eagerly (NumPy) returns at once.
+        """
+
     def correlate_planes(self, x: Any, w: Any, out_shape: tuple[int, int],
                          origin: tuple[int, int], boundary: str, fillvalue: Any,
                          method: str, scratch_bytes: int) -> Any:
@@ -185,6 +193,12 @@ class ArrayBackend:
     def describe(self) -> dict[str, Any]:
         """Facts about where this backend computes, for :func:`gpuconv.show_config`."""
         return {}
+
+    def synchronize(self) -> None:
+        """Block until queued work is done; a no-op here, where every call is eager.
+
+        A backend whose kernels run asynchronously (a GPU stream) overrides it.
+        """
 
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"

@@ -1,7 +1,7 @@
 """``gpuconv bench`` and ``python benchmarks/run.py``: the options, declared once, and a run.
 
 The grid benchmark's options and the out-of-core dask benchmark's options
-(``--dask``; declared by :mod:`gpuconv._bench_dask`) live on one parser;
+(``--dask``; declared by :mod:`gpuconv.bench._dask`) live on one parser;
 the options both use (``--quick``, ``--out``, ``--note``) are declared here
 once.  Every value is checked while parsing (counts >= 1, seconds >= 0, known
 grid and column names, a writable output folder, a plot file matplotlib can
@@ -70,7 +70,7 @@ def _column_names() -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Every option of ``gpuconv bench``, the ``--dask`` benchmark's included."""
-    from .. import _bench_dask
+    from . import _dask as _bench_dask
 
     add_backend_option(parser)
     add_shared_arguments(parser)
@@ -122,7 +122,7 @@ def _verb(options: list[str]) -> str:
 
 
 def _check_combination(args: argparse.Namespace) -> None:
-    from .. import _bench_dask
+    from . import _dask as _bench_dask
 
     if args.dask:
         given = [f"--{name}" for name in _GRID_ONLY if getattr(args, name) is not None]
@@ -150,7 +150,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed options ask for; returns the exit status."""
     _check_combination(args)
     if args.dask:
-        from .._bench_dask import run_from_cli as run_dask
+        from ._dask import run_from_cli as run_dask
 
         return run_dask(args)
     from ..backend import backend_for

@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ._cases import FFT_METHODS
+from ._columns import blocking, queued
 from ._registry import GRIDS, register_column
 
 __all__ = ["FFT_METHODS", "auto_regret", "regret_markdown", "crossover_plot"]
 
-FFT_METHODS = ("fft", "overlap-add")
 GPUCONV_METHODS = ("direct", "gemm", "fft", "overlap-add")
 
 
@@ -18,8 +19,9 @@ def _planes(method: str):
     def factory(inputs, case, backend):
         import gpuconv
 
-        x, w = inputs["x"], inputs["w"]
-        return lambda: gpuconv.correlate2d(x, w, "valid", method=method)
+        x, w, mode = inputs["x"], inputs["w"], case.params["mode"]
+        return queued(backend, lambda: gpuconv.correlate2d(x, w, mode, method=method),
+                      case.calls)
     return factory
 
 
@@ -28,22 +30,24 @@ def _conv(method: str):
         import gpuconv
 
         x, w = inputs["x"], inputs["w"]
-        return lambda: gpuconv.conv2d(x, w, method=method)
+        return blocking(backend, lambda: gpuconv.conv2d(x, w, method=method))
     return factory
 
 
 def register() -> None:
     """Add the ``fft`` and ``overlap-add`` columns to the built-in grids (idempotent)."""
     for method in FFT_METHODS:
-        if "planes" in GRIDS and method not in GRIDS["planes"].columns:
-            register_column("planes", method, _planes(method),
-                            doc=f"gpuconv.correlate2d(x, k, 'valid', method={method!r})")
+        for grid in ("planes", "bandwidth", "batched"):
+            if grid in GRIDS and method not in GRIDS[grid].columns:
+                register_column(grid, method, _planes(method),
+                                doc=f"gpuconv.correlate2d(x, k, mode, method={method!r})")
         if "conv2d" in GRIDS and method not in GRIDS["conv2d"].columns:
             register_column("conv2d", method, _conv(method),
                             doc=f"gpuconv.conv2d(x, w, method={method!r})")
 
 
-def auto_regret(report: dict[str, Any]) -> list[dict[str, Any]]:
+def auto_regret(report: dict[str, Any],
+                candidates: dict[str, tuple[str, ...]] | None = None) -> list[dict[str, Any]]:
     """Per cell: ``auto``'s median time over the fastest gpuconv method's.
 
     Only measured cells count (an extrapolated or capped column is compared
@@ -53,6 +57,9 @@ def auto_regret(report: dict[str, Any]) -> list[dict[str, Any]]:
     ----------
     report : dict
         A benchmark report (as returned by :func:`gpuconv.bench.run`).
+    candidates : dict, optional
+        Per grid name, the methods to compare with (default: every gpuconv
+        method; the targets pass the methods ``auto`` may pick).
 
     Returns
     -------
@@ -65,7 +72,8 @@ def auto_regret(report: dict[str, Any]) -> list[dict[str, Any]]:
             res = case["results"]
             if "median_s" not in res.get("auto", {}):
                 continue
-            timed = {m: res[m]["median_s"] for m in GPUCONV_METHODS
+            methods = GPUCONV_METHODS if candidates is None else candidates.get(grid["name"], ())
+            timed = {m: res[m]["median_s"] for m in methods
                      if m in res and "median_s" in res[m]}
             if not timed:
                 continue

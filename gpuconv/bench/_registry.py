@@ -20,29 +20,43 @@ class Case:
     ``family`` and ``work`` let the runner extrapolate a slow column instead of
     running it: within a family, time is assumed proportional to ``work``
     (e.g. output pixels for a fixed kernel), and cases are run in the order
-    given, smallest work first.
+    given, smallest work first.  ``bytes`` (inputs read once, output written
+    once) and ``flops`` (2 per multiply-add) of one operation, when given, add
+    GB/s and GFLOP/s to the results.  ``calls`` is the number of operations
+    one call of a column performs (queued, then one synchronisation); times
+    are reported per operation.
     """
 
     id: str
     params: dict[str, Any]
     family: str = ""
     work: float = 1.0
+    bytes: int = 0
+    flops: int = 0
+    calls: int = 1
 
 
 @dataclass
 class Column:
     """One column: ``factory(inputs, case, backend)`` returns a zero-argument callable.
 
-    The callable must block until its result is ready (synchronise a GPU
-    stream inside it).  The factory raises :class:`Unavailable` where the
-    column does not apply or its library is missing.  ``anchor`` marks a
-    reference implementation (SciPy, PyTorch) rather than a gpuconv method.
+    The callable must block until its result is ready (call
+    ``backend.synchronize()`` before returning) and return that result.  The
+    factory raises :class:`Unavailable` where the column does not apply or its
+    library is missing.  ``anchor`` marks a reference implementation (SciPy,
+    CuPy's cupyx, PyTorch) rather than a gpuconv method.  ``backends`` names the
+    gpuconv backends the column runs on (None: every backend); a run leaves the
+    others out of its table.
     """
 
     name: str
     factory: Callable[[Any, Case, Any], Callable[[], Any]]
     anchor: bool = False
     doc: str = ""
+    backends: tuple[str, ...] | None = None
+
+    def runs_on(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
 
 
 @dataclass
@@ -51,7 +65,11 @@ class Grid:
 
     ``cases(quick)`` lists the rows (a tiny list when ``quick``);
     ``setup(case, backend, rng)`` builds the inputs every column of that row
-    receives.
+    receives.  ``reference(inputs, case, backend)``, when given, returns a
+    float64 result computed independently of gpuconv's methods (or raises
+    :class:`Unavailable`); the runner reports each gpuconv column's relative
+    error against it.  ``backends`` names the backends a run includes the grid
+    for by default (None: every backend).
     """
 
     name: str
@@ -60,6 +78,11 @@ class Grid:
     setup: Callable[[Case, Any, Any], Any]
     columns: dict[str, Column] = field(default_factory=dict)
     notes: str = ""
+    reference: Callable[[Any, Case, Any], Any] | None = None
+    backends: tuple[str, ...] | None = None
+
+    def runs_on(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
 
 
 GRIDS: dict[str, Grid] = {}
@@ -75,7 +98,8 @@ def register_grid(grid: Grid, *, replace: bool = False) -> Grid:
 
 
 def register_column(grid: str, name: str, factory: Callable[[Any, Case, Any], Callable[[], Any]],
-                    *, anchor: bool = False, doc: str = "", replace: bool = False) -> Column:
+                    *, anchor: bool = False, doc: str = "", backends: tuple[str, ...] | None = None,
+                    replace: bool = False) -> Column:
     """Add a column to a registered grid.
 
     Examples
@@ -83,7 +107,11 @@ def register_column(grid: str, name: str, factory: Callable[[Any, Case, Any], Ca
     >>> from gpuconv.bench import GRIDS, register_column
     >>> def scaled(inputs, case, backend):
     ...     x = inputs["x"]
-    ...     return lambda: x * 2.0
+    ...     def call():
+    ...         out = x * 2.0
+    ...         backend.synchronize()  # a GPU backend: wait for the result
+    ...         return out
+    ...     return call
     >>> col = register_column("planes", "x2", scaled, doc="a toy column")
     >>> "x2" in GRIDS["planes"].columns
     True
@@ -95,6 +123,7 @@ def register_column(grid: str, name: str, factory: Callable[[Any, Case, Any], Ca
     if name in columns and not replace:
         raise ValueError(f"column {name!r} is already registered in grid {grid!r}; "
                          "pass replace=True to redefine it")
-    column = Column(name, factory, anchor=anchor, doc=doc)
+    column = Column(name, factory, anchor=anchor, doc=doc,
+                    backends=tuple(backends) if backends is not None else None)
     columns[name] = column
     return column

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "library_versions", "to_markdown", "write_results"]
+__all__ = ["machine_info", "device_info", "library_versions", "to_markdown", "write_results"]
 
 _LIBRARIES = ("gpuconv", "numpy", "scipy", "torch", "cupy", "cupy-cuda12x", "cupy-cuda13x")
 
@@ -66,6 +66,40 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def device_info(backend: Any) -> dict[str, Any]:
+    """The accelerator behind ``backend`` (empty for a CPU backend).
+
+    For CuPy: the card, its multiprocessors, compute capability and memory,
+    the CUDA runtime and driver versions, and torch's CUDA and cuDNN versions
+    when torch with CUDA is installed (the conv anchors run on it).
+    """
+    if backend.name != "cupy":
+        return {}
+    cuda = backend.xp.cuda
+    dev = cuda.Device()
+    props = cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"]
+    info: dict[str, Any] = {
+        "card": name.decode() if isinstance(name, bytes) else str(name),
+        "multiprocessors": props.get("multiProcessorCount"),
+        "compute_capability": str(dev.compute_capability),
+        "memory_gib": round(props.get("totalGlobalMem", 0) / 2**30, 1),
+        "cuda_runtime": cuda.runtime.runtimeGetVersion(),
+        "cuda_driver": cuda.runtime.driverGetVersion(),
+    }
+    try:
+        import torch
+    except ImportError:
+        info["torch_cuda"] = "torch is not installed"
+    else:
+        if torch.cuda.is_available():
+            info["torch_cuda"] = torch.version.cuda
+            info["cudnn"] = torch.backends.cudnn.version()
+        else:
+            info["torch_cuda"] = "torch has no CUDA here"
+    return info
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in _LIBRARIES:
@@ -79,7 +113,7 @@ def library_versions() -> dict[str, str]:
 def _cell(res: dict[str, Any], fastest: bool) -> str:
     status = res["status"]
     if "median_s" not in res:
-        return "n/a" if status == "unavailable" else "error"
+        return {"unavailable": "n/a", "skipped": "not run"}.get(status, "error")
     t = res["median_s"]
     text = f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
     ratio = res.get("ratio")
@@ -119,10 +153,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         "- Each cell: median time (ratio to the fastest measured column of the row); the "
         "fastest is bold.  † extrapolated, not run: predicted above the "
         f"{s['cap_s']:g} s cap from a smaller case of the same kernel/layer, scaled by the "
-        f"work ratio.  ‡ a single call, above the cap.  n/a: the column cannot run here.",
+        f"work ratio.  ‡ a single warm call, above the cap.  n/a: the column cannot run here.",
     ]
     for note in report.get("notes", []):
         lines.append(f"- Note: {note}")
+    if report.get("device_info"):
+        lines.append("- Device: " + ", ".join(f"{k} {v}" for k, v in report["device_info"].items()))
+    if report.get("ceilings"):
+        c = report["ceilings"]
+        lines.append(f"- Measured ceilings: copy {c['copy_gbps']:.0f} GB/s (read + write), "
+                     f"float32 matrix product {c['sgemm_gflops']:.0f} GFLOP/s")
+    if report.get("clock"):
+        lines.append(f"- Clock: {report['clock']}")
     for grid in report["grids"]:
         names = [c["name"] for c in grid["columns"]]
         lines += ["", f"## {grid['title']}", ""]
@@ -136,7 +178,22 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {case['id']} | " + " | ".join(cells) + " |")
         lines += ["", "Columns: " + "; ".join(f"`{c['name']}` = {c['doc']}"
                                               for c in grid["columns"])]
+        worst = _worst_error(grid)
+        if worst is not None:
+            err, column, case = worst
+            lines += ["", f"Largest relative error of a gpuconv column against the float64 "
+                          f"reference: {err:.2g} (`{column}`, {case})."]
+    if report.get("targets"):
+        from ._targets import targets_markdown
+
+        lines += ["", "## Targets", "", targets_markdown(report["targets"]).rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def _worst_error(grid: dict[str, Any]) -> tuple[float, str, str] | None:
+    errors = [(r["rel_err"], name, case["id"]) for case in grid["cases"]
+              for name, r in case["results"].items() if r.get("rel_err") is not None]
+    return max(errors) if errors else None
 
 
 def write_results(report: dict[str, Any], out_dir: str | os.PathLike[str],

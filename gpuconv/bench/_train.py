@@ -5,9 +5,10 @@ bias) in float32 and float64.  A gpuconv cell runs :class:`gpuconv.nn.Conv2D`
 forward, then ``backward`` with a fixed random output gradient: the forward
 convolution, the weight gradient (a correlation of the input with the output
 gradient), the bias gradient and the input gradient (a transposed
-convolution).  The ``torch`` anchor does the same with autograd on the CPU.
-The ``forward``, ``weight-grad`` and ``input-grad`` columns time the three
-convolutions of the gpuconv step separately, to show where its time goes.
+convolution).  The ``torch`` anchor does the same with autograd on the
+backend's device (the CPU for NumPy, CUDA for CuPy).  The ``forward``,
+``weight-grad`` and ``input-grad`` columns time the three convolutions of the
+gpuconv step separately, to show where its time goes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ._grids import CONV_LAYERS, _torch
+from . import _cases as C
+from ._columns import blocking, tensor, torch_on
 from ._registry import Case, Grid, register_column, register_grid
 
 __all__ = ["register"]
@@ -25,8 +27,8 @@ _GPUCONV_METHODS = ("auto", "direct", "gemm")
 
 
 def _cases(quick: bool) -> list[Case]:
-    layers = ((2, 3, 16, 16, 4, 3), (1, 1, 12, 12, 2, 5)) if quick else CONV_LAYERS
-    dtypes = ("float32",) if quick else ("float32", "float64")
+    layers = C.QUICK_CONV_LAYERS if quick else C.CONV_LAYERS
+    dtypes = C.QUICK_CONV_DTYPES if quick else C.CONV_DTYPES
     return [Case(f"({N},{C},{H},{W})->{Co} {k}x{k} {dtype}",
                  {"N": N, "C": C, "H": H, "W": W, "C_out": Co, "kernel": k, "dtype": dtype},
                  family=f"{N},{C},{H},{W},{Co},{k},{dtype}")
@@ -56,23 +58,16 @@ def _layer(inputs: dict[str, Any], case: Case, backend: Any, method: str) -> Any
     return layer
 
 
-def _sync(backend: Any) -> Any:
-    return getattr(backend, "synchronize", lambda: None)
-
-
 def _step(method: str):
     def factory(inputs, case, backend):
         layer = _layer(inputs, case, backend, method)
         x, g = inputs["x"], inputs["g"]
-        sync = _sync(backend)
 
-        def call():
+        def op():
             layer.weight.grad = layer.bias.grad = None
             layer(x)
-            out = layer.backward(g)
-            sync()
-            return out
-        return call
+            return layer.backward(g)
+        return blocking(backend, op)
     return factory
 
 
@@ -85,51 +80,42 @@ def _part(part: str):
         k = p["kernel"]
         x, g = inputs["x"], inputs["g"]
         w = backend.asarray(inputs["w_np"])
-        sync = _sync(backend)
         geometry = dict(stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1)
         if part == "forward":
-            def call():
-                out = gpuconv.conv2d(x, w)
-                sync()
-                return out
-        elif part == "weight-grad":
-            def call():
-                out = F.conv2d_weight_grad(x, g, (k, k), **geometry)
-                sync()
-                return out
-        else:
-            def call():
-                out = F.conv2d_input_grad(g, w, (p["H"], p["W"]), **geometry)
-                sync()
-                return out
-        return call
+            return blocking(backend, lambda: gpuconv.conv2d(x, w))
+        if part == "weight-grad":
+            return blocking(backend, lambda: F.conv2d_weight_grad(x, g, (k, k), **geometry))
+        return blocking(backend, lambda: F.conv2d_input_grad(g, w, (p["H"], p["W"]),
+                                                             **geometry))
     return factory
 
 
 def _torch_step(inputs, case, backend):
-    torch = _torch()
-    x = torch.from_numpy(inputs["x_np"]).requires_grad_(True)
-    w = torch.from_numpy(inputs["w_np"]).requires_grad_(True)
-    b = torch.from_numpy(inputs["b_np"]).requires_grad_(True)
-    g = torch.from_numpy(inputs["g_np"])
+    torch, device = torch_on(backend)
+    x, w, b = (tensor(torch, inputs[n], device).requires_grad_(True)
+               for n in ("x_np", "w_np", "b_np"))
+    g = tensor(torch, inputs["g_np"], device)
 
-    def call():
+    def op():
         x.grad = w.grad = b.grad = None
         torch.nn.functional.conv2d(x, w, b).backward(g)
+        if device == "cuda":
+            torch.cuda.synchronize()
         return x.grad
-    return call
+    return blocking(backend, op)
 
 
 def _torch_forward(inputs, case, backend):
-    torch = _torch()
-    x = torch.from_numpy(inputs["x_np"])
-    w = torch.from_numpy(inputs["w_np"])
-    b = torch.from_numpy(inputs["b_np"])
+    torch, device = torch_on(backend)
+    x, w, b = (tensor(torch, inputs[n], device) for n in ("x_np", "w_np", "b_np"))
 
-    def call():
+    def op():
         with torch.no_grad():
-            return torch.nn.functional.conv2d(x, w, b)
-    return call
+            out = torch.nn.functional.conv2d(x, w, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+    return blocking(backend, op)
 
 
 def register() -> None:
@@ -144,12 +130,13 @@ def register() -> None:
         _cases, _setup,
         notes="gpuconv columns run gpuconv.nn.Conv2D forward and backward with that "
               "method for all three convolutions. torch: conv2d + autograd backward on "
-              "the CPU."))
+              "the backend's device."))
     for method in _GPUCONV_METHODS:
         register_column(grid.name, method, _step(method),
                         doc=f"nn.Conv2D(..., method={method!r}) forward + backward")
     register_column(grid.name, "torch", _torch_step, anchor=True,
-                    doc="torch.nn.functional.conv2d + .backward() on the CPU")
+                    doc="torch.nn.functional.conv2d + .backward() on the backend's device "
+                        "(CPU for numpy, CUDA with TF32 off for cupy)")
     parts = register_grid(Grid(
         "train-step-parts", "Where a Conv2D training step's time goes (method='auto')",
         _cases, _setup,
@@ -159,4 +146,5 @@ def register() -> None:
         register_column(parts.name, part, _part(part),
                         doc=f"only the {part} convolution of the 'auto' step")
     register_column(parts.name, "torch-forward", _torch_forward, anchor=True,
-                    doc="torch.nn.functional.conv2d(x, w, b) on the CPU, no autograd")
+                    doc="torch.nn.functional.conv2d(x, w, b) on the backend's device, "
+                        "no autograd")

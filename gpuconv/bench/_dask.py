@@ -317,8 +317,8 @@ def add_arguments(parser: Any) -> None:
     ``--quick``, ``--out`` and ``--note`` are shared with the grid benchmark
     and declared by :func:`gpuconv.bench._cli.add_shared_arguments`.
     """
-    from ._argtypes import existing_folder, memory_size, positive_int
-    from ._validation import METHODS
+    from .._argtypes import existing_folder, memory_size, positive_int
+    from .._validation import METHODS
 
     parser.add_argument("--size", type=positive_int, metavar="N",
                         help="image side (default 16384; 2048 with --quick)")
@@ -339,7 +339,7 @@ def add_arguments(parser: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python benchmarks/dask_outofcore.py``."""
-    from .bench._cli import add_shared_arguments
+    from ._cli import add_shared_arguments
 
     parser = argparse.ArgumentParser(prog="dask_outofcore", description=__doc__.splitlines()[0])
     add_shared_arguments(parser)
@@ -355,14 +355,14 @@ def run_from_cli(args: argparse.Namespace) -> int:
     chunk = args.chunk or (512 if quick else 2048)
     ksize = args.ksize or 15
     if chunk > size or ksize > size:
-        from ._argtypes import UsageError
+        from .._argtypes import UsageError
 
         raise UsageError(f"--chunk ({chunk}) and --ksize ({ksize}) must not exceed --size "
                          f"({size})")
     # A smoke test never overwrites the recorded result.
     out = None
     if not quick:
-        from .bench._cli import results_folder
+        from ._cli import results_folder
 
         out = results_folder(args)
     try:
@@ -388,6 +388,6 @@ def run_from_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python benchmarks/dask_outofcore.py``."""
-    from .cli import run_parser
+    from ..cli import run_parser
 
     return run_parser(build_parser(), argv)
