@@ -5,71 +5,22 @@ thread pool (NumPy's ufuncs release the GIL).  ``conv2d`` is an implicit GEMM
 over row-pitched images: with stride 1, every kernel tap's operand is one
 contiguous run per channel, so ``"gemm"`` builds its bounded column buffer
 with long memcpys and ``"direct"`` hands BLAS strided views with no copy.
-BLAS keeps its own threads; the pool never calls BLAS, so the two never
-oversubscribe the cores.
+The thread pool, and how it keeps BLAS's threads out of its way, is
+:mod:`gpuconv.backends._threads`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._dispatch import array_library
 from . import ArrayBackend, _generic
+from ._threads import num_threads, run_tasks
 
 __all__ = ["NumpyBackend", "num_threads", "planes_direct", "conv2d_gemm", "conv2d_direct"]
-
-_MAX_THREADS = 8
-
-
-def num_threads() -> int:
-    """Threads the NumPy backend's kernels use.
-
-    ``GPUCONV_NUM_THREADS`` if set, else the cores this process may run on
-    (at most 8: the kernels are memory-bound well before that).
-    """
-    env = os.environ.get("GPUCONV_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"GPUCONV_NUM_THREADS must be an integer; got {env!r}") from None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, _MAX_THREADS))
-
-
-# -- thread pool -----------------------------------------------------------------------
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE != size:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(size, thread_name_prefix="gpuconv")
-            _POOL_SIZE = size
-        return _POOL
-
-
-def _run_tasks(fn: Callable[[Any], None], tasks: list[Any], threads: int) -> None:
-    if threads <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            fn(t)
-        return
-    # list() re-raises the first exception of any task.
-    list(_pool(threads).map(fn, tasks))
 
 
 # -- single-channel planes: cache-blocked shift-and-add ----------------------------------
@@ -139,7 +90,7 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
             np.multiply(ext[b0:b1, r0 + u:r1 + u, v:v + ow], c, out=tmp)
             np.add(o, tmp, out=o)
 
-    _run_tasks(run, blocks, threads)
+    run_tasks(run, blocks, threads)
     return out
 
 
