@@ -116,8 +116,8 @@ def _cache_path() -> str:
 
     Resolving the home directory is slow; a small call must not pay it every time.
     """
-    key = (os.environ.get("GPUCONV_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"),
-           os.environ.get("HOME"))
+    env = os.environ.get("GPUCONV_CACHE_DIR")
+    key = (env,) if env else (None, os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
     path = _PATHS.get(key)
     if path is None:
         if len(_PATHS) > 64:
