@@ -12,6 +12,7 @@ import pytest
 import scipy.signal
 
 import gpuconv
+from gpuconv import reference
 from gpuconv.backends import _threads
 from gpuconv.backends import numpy as npb
 
@@ -224,10 +225,12 @@ def _blas_thread_counts():
 
 
 @pytest.fixture
-def two_blas_threads():
+def two_blas_threads(monkeypatch):
     threadpoolctl = pytest.importorskip("threadpoolctl")
     if not _blas_thread_counts():
         pytest.skip("threadpoolctl finds no BLAS library in this process")
+    # Look the libraries up again: every BLAS loaded by now is limited, and checked.
+    monkeypatch.setattr(_threads._blas_limit, "libs", None)
     # Two BLAS threads even on a one-core machine, so that a limit to one shows; set
     # without a context manager so that this thread does not keep control of OpenBLAS.
     limiter = threadpoolctl.threadpool_limits(limits=2, user_api="blas")
@@ -313,3 +316,29 @@ def test_pooled_calls_in_a_worker_thread_leave_blas_control_to_the_user(two_blas
     finally:
         keeper.set()
         alive.join()
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_conv2d_runs_blas_on_one_thread_and_its_chunks_on_the_pool(method, rng, monkeypatch,
+                                                                   two_blas_threads):
+    """gpuconv, not BLAS, spreads conv2d over the cores: BLAS never wakes its threads."""
+    monkeypatch.setenv("GPUCONV_NUM_THREADS", "3")
+    monkeypatch.setattr(npb, "_CONV_TASK_MIN_MACS", 1)
+    calls = []
+    real_matmul = np.matmul
+
+    def spying_matmul(*args, **kwargs):
+        calls.append((threading.current_thread().name, tuple(_blas_thread_counts())))
+        return real_matmul(*args, **kwargs)
+
+    monkeypatch.setattr(npb.np, "matmul", spying_matmul)
+    x = rng.standard_normal((6, 4, 12, 10))
+    w = rng.standard_normal((5, 4, 3, 3))
+    with gpuconv.scratch_limit(30000):  # several chunks
+        got = gpuconv.conv2d(x, w, padding=1, method=method)
+    monkeypatch.undo()
+    assert calls and all(counts and set(counts) == {1} for _, counts in calls), calls
+    assert len({name for name, _ in calls}) >= 2  # the caller and a pool thread
+    assert set(_blas_thread_counts()) == {2}
+    expected = reference.conv2d(x, w, padding=(1, 1, 1, 1))
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)

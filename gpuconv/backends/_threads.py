@@ -171,56 +171,66 @@ class _BlasLimit:
     ``threadpool_limits`` in another thread keeps working, and while it
     holds control, its limit wins over this one.  The controller is built
     once (building one scans the loaded libraries: about 0.4 ms); a limit
-    and its restore then cost a few microseconds.
+    and its restore then cost a few microseconds.  Libraries loaded later
+    (SciPy's own OpenBLAS, first used after gpuconv's first parallel call)
+    are not limited: gpuconv's kernels call NumPy's.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
-        self.controller: Any = None  # None: not looked up yet; False: no threadpoolctl
-        self.limiter: Any = None
+        self.libs: list[Any] | None = None  # threadpoolctl's BLAS controllers, looked up once
+        self.release: Callable[[], None] = lambda: None
+        self.saved: list[tuple[Any, int]] = []  # (library, its thread count) to restore
 
-    def _blas(self) -> Any:
-        if self.controller is None:
+    def _blas(self) -> list[Any]:
+        if self.libs is None:
             try:
                 import threadpoolctl
             except ImportError:
-                self.controller = False
+                self.libs = []
             else:
-                self.controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+                controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+                self.libs = list(controller.lib_controllers)
                 # threadpoolctl >= 3.7; older versions have no controlling thread.
                 openblas = getattr(threadpoolctl, "OpenBLASController", None)
                 self.release = getattr(openblas, "clear_controlling_thread", lambda: None)
-        return self.controller
+        return self.libs
 
     def __enter__(self) -> None:
         with self.lock:
             if self.depth == 0:
-                blas = self._blas()
-                if blas:
-                    self.limiter = blas.limit(limits=1)
+                # Only libraries with more than one thread are touched: a pinned BLAS
+                # costs one query per call.
+                for lib in self._blas():
+                    count = lib.get_num_threads()
+                    if count is not None and count > 1:
+                        lib.set_num_threads(1)
+                        self.saved.append((lib, count))
+                if self.saved:
                     self.release()
             self.depth += 1
 
     def __exit__(self, *exc_info: object) -> None:
         with self.lock:
             self.depth -= 1
-            if self.depth == 0 and self.limiter is not None:
-                limiter, self.limiter = self.limiter, None
-                limiter.restore_original_limits()
-                self.release()
+            if self.depth == 0 and self.saved:
+                self._restore()
+
+    def _restore(self) -> None:
+        saved, self.saved = self.saved, []
+        for lib, count in saved:
+            lib.set_num_threads(count)
+        self.release()
 
     def after_fork_in_child(self) -> None:
         # Calls of other parent threads that were inside are not in the child.
         self.lock = threading.Lock()
-        if self.limiter is not None:
-            limiter, self.limiter = self.limiter, None
-            try:
-                limiter.restore_original_limits()
-                self.release()
-            except Exception:  # a fork handler must not raise; BLAS just stays limited
-                pass
         self.depth = 0
+        try:
+            self._restore()
+        except Exception:  # a fork handler must not raise; BLAS just stays limited
+            self.saved = []
 
 
 _blas_limit = _BlasLimit()
