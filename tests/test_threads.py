@@ -342,3 +342,61 @@ def test_conv2d_runs_blas_on_one_thread_and_its_chunks_on_the_pool(method, rng, 
     assert set(_blas_thread_counts()) == {2}
     expected = reference.conv2d(x, w, padding=(1, 1, 1, 1))
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+_SPIN_CHECK = """
+import json, time
+import numpy as np
+import threadpoolctl
+import gpuconv
+
+# Two BLAS threads even on a one-core machine; control released for gpuconv's limit.
+threadpoolctl.threadpool_limits(limits=2, user_api="blas")
+openblas = getattr(threadpoolctl, "OpenBLASController", None)
+if hasattr(openblas, "clear_controlling_thread"):
+    openblas.clear_controlling_thread()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 32, 32, 32), dtype=np.float32)
+w = rng.standard_normal((32, 32, 3, 3), dtype=np.float32)
+
+
+def cpu_while_asleep():
+    start = time.process_time()
+    time.sleep(0.3)
+    return time.process_time() - start
+
+
+cpu = {}
+for method in ("gemm", "direct"):
+    gpuconv.conv2d(x, w, padding=1, method=method)
+    cpu[method] = cpu_while_asleep()
+# The control: BLAS's own threads after a plain product of the same process.
+a = rng.standard_normal((400, 400))
+a @ a
+cpu["plain matmul"] = cpu_while_asleep()
+print(json.dumps(cpu))
+"""
+
+
+def test_no_blas_thread_spins_after_a_conv2d_call():
+    """After gpuconv's conv2d the process is idle: it takes no core from torch or others.
+
+    OpenBLAS's threads spin for a while after each call they serve; gpuconv
+    runs BLAS on one thread and its own idle threads sleep.
+    """
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("threadpoolctl")
+    env = dict(os.environ, GPUCONV_NUM_THREADS="2")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(var, None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _SPIN_CHECK], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    cpu = json.loads(out.strip().splitlines()[-1])
+    if cpu["plain matmul"] < 0.015:
+        pytest.skip(f"this BLAS does not spin after a call here ({cpu}): nothing to compare")
+    assert cpu["gemm"] < 0.01 and cpu["direct"] < 0.01, cpu
