@@ -270,6 +270,8 @@ def _save_many(args):
         _costmodel._save(f"dev:{index}:{r}", _constants(1.0 + index), {"round": r})
 
 
+# Python >= 3.12 warns when a process with threads forks; these children only save.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_concurrent_saves_from_processes_lose_nothing():
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")

@@ -44,6 +44,9 @@ def _start_methods():
     return params
 
 
+# Python >= 3.12 warns that forking a process with threads may deadlock the
+# child: what these tests check gpuconv's own threads do not cause.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("method", _start_methods())
 def test_child_process_after_pooled_call_finishes(method, monkeypatch):
     monkeypatch.setenv("GPUCONV_NUM_THREADS", "3")
@@ -65,6 +68,9 @@ def test_child_process_after_pooled_call_finishes(method, monkeypatch):
     _pooled_call_matches_scipy(2)
 
 
+# Python >= 3.12 warns that forking a process with threads may deadlock the
+# child: what these tests check gpuconv's own threads do not cause.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_of_a_pool_with_busy_threads_finishes(monkeypatch):
     """fork while other threads of the parent are inside pooled calls."""
     if "fork" not in multiprocessing.get_all_start_methods():
