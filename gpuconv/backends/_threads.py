@@ -15,11 +15,14 @@ A forked child inherits the pool object but not its threads, so its jobs
 would wait forever; :func:`os.register_at_fork` drops the pool and its lock
 in the child, which then starts its own.
 
-BLAS keeps its own threads.  While a call runs tasks on several of gpuconv's
-threads, :func:`single_threaded_blas` limits BLAS to one thread (through
+gpuconv, not BLAS, spreads its kernels over the cores.  While a call runs
+tasks on several of gpuconv's threads, and while conv2d's tasks call BLAS,
+:func:`single_threaded_blas` limits BLAS to one thread (through
 threadpoolctl): gpuconv's threads already fill the cores, so BLAS threads
 woken meanwhile, by a task or by another thread of the process (dask's
-threaded scheduler, a user's thread pool), would only oversubscribe them.
+threaded scheduler, a user's thread pool), would only oversubscribe them,
+and OpenBLAS's threads keep spinning for about 0.1 s after each call they
+serve, taking a core from whatever runs next.
 """
 
 from __future__ import annotations
