@@ -46,7 +46,8 @@ _THREAD_MIN_MACS = 2**22
 # Largest chunk of the conv2d kernels when the scratch bound allows more.
 _GEMM_CHUNK_BYTES = 2**26
 _DIRECT_CHUNK_BYTES = 2**26
-# A chunk of fewer multiply-adds than this is not worth a thread of its own.
+# A conv2d call gets one thread per this many multiply-adds (up to num_threads()):
+# a thread costs tens of microseconds to hand work to.
 _CONV_TASK_MIN_MACS = 2**22
 # OpenBLAS runs a product of at most this many multiply-adds (m*n*k) on one
 # thread anyway (interface/gemm.c: SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD):
@@ -162,7 +163,7 @@ def _share_out(threads: int, macs: int, work_bytes: int, budget: int,
                scratch_bytes: int) -> tuple[int, int]:
     """(threads, bytes per chunk) for ``macs`` multiply-adds over ``work_bytes`` of scratch.
 
-    Threads only for chunks of at least _CONV_TASK_MIN_MACS; then at least two
+    A thread per _CONV_TASK_MIN_MACS multiply-adds; then at least two
     chunks per thread (so that the others take over the share of a thread the
     scheduler puts aside), each thread's chunk within its share of the
     scratch bound.
