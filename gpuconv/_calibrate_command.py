@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from ._argtypes import add_backend_option
 
@@ -29,8 +30,14 @@ def run_from_cli(args: argparse.Namespace) -> int:
 
     report = calibrate(args.backend, quick=args.quick,
                        progress=lambda line: print(f"timed {line}", flush=True))
-    print(f"constants for {report['device_key']} written to {report['path']}")
     for family, errs in report["fit_error"].items():
         cells = ", ".join(f"{m} {e:.0%}" for m, e in errs.items())
         print(f"median relative fit error, {family}: {cells}")
+    if report["write_error"] is not None:
+        # The work is done: show the constants, so they are not lost, and say why they
+        # were not stored.
+        print(json.dumps({report["device_key"]: report["constants"]}, indent=1))
+        raise RuntimeError(f"{report['write_error']}; the constants are printed above "
+                           "(set GPUCONV_CACHE_DIR to a writable folder to store them)")
+    print(f"constants for {report['device_key']} written to {report['path']}")
     return 0

@@ -15,12 +15,18 @@ else ``~/.cache/gpuconv``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
+import stat
+import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -33,6 +39,7 @@ __all__ = [
     "cache_file",
     "load_constants",
     "generation",
+    "invalidate",
     "planes_features",
     "conv2d_features",
     "estimate",
@@ -82,6 +89,13 @@ DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
 
 
 # -- where constants live ---------------------------------------------------------
+# The cache file is read only when it is a regular file of at most this size ...
+_CACHE_FILE_MAX_BYTES = 4 * 2**20
+# ... and looked at (one os.stat) at most this often, in seconds: a file written by
+# another process is picked up this late; this process's own calibrate() at once.
+_CHECK_INTERVAL = 2.0
+
+
 def cache_dir() -> Path:
     """The user cache directory of gpuconv (not created)."""
     env = os.environ.get("GPUCONV_CACHE_DIR")
@@ -96,66 +110,291 @@ def cache_file() -> Path:
     return cache_dir() / "costmodel.json"
 
 
-_loaded: dict[str, Any] = {}
+_PATHS: dict[tuple[str | None, ...], str] = {}
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    key = str(path)
+def _cache_path() -> str:
+    """``str(cache_file())``, memoised on the variables it depends on.
+
+    Resolving the home directory is slow; a small call must not pay it every time.
+    """
+    env = os.environ.get("GPUCONV_CACHE_DIR")
+    key = (env,) if env else (None, os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    path = _PATHS.get(key)
+    if path is None:
+        if len(_PATHS) > 64:
+            _PATHS.clear()
+        path = _PATHS[key] = str(cache_file())
+    return path
+
+
+class _Loaded:
+    """What was read from one cache path: its valid models, when, and from which file."""
+
+    __slots__ = ("stamp", "models", "generation", "checked")
+
+    def __init__(self, stamp: Any, models: dict[str, Any], generation: int, checked: float):
+        self.stamp = stamp
+        self.models = models
+        self.generation = generation
+        self.checked = checked
+
+
+_STATES: dict[str, _Loaded] = {}
+_STATES_LOCK = threading.Lock()
+# Generations are unique in the process, so that a decision memoised under one set of
+# constants is never reused under another, even after invalidate().
+_GENERATIONS = itertools.count(1)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stat(path: str) -> tuple[Any, os.stat_result | None, str | None]:
+    """(stamp, stat, problem) of the cache path; stamp None when there is no file."""
     try:
-        mtime = path.stat().st_mtime_ns
-    except OSError:
-        return {}
-    hit = _loaded.get(key)
-    if hit is not None and hit[0] == mtime:
-        return hit[1]
+        st = os.stat(path)  # follows a symlink: one to a regular file is fine
+    except FileNotFoundError:
+        return None, None, None
+    except OSError as exc:
+        return ("error", exc.errno), None, f"cannot be examined ({exc.strerror or exc})"
+    return _stamp(st), st, None
+
+
+def _not_readable(st: os.stat_result) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_size > _CACHE_FILE_MAX_BYTES:
+        return f"it is larger than {_CACHE_FILE_MAX_BYTES // 2**20} MiB"
+    return None
+
+
+def _read_json(path: str, st: os.stat_result | None) -> tuple[Any, str | None]:
+    """(decoded JSON, problem): reads only a regular file of bounded size, never blocks."""
+    if st is None:
+        return None, None
+    problem = _not_readable(st)
+    if problem:
+        return None, problem
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if data.get("version") != CACHE_VERSION:
-        data = {}
-    _loaded[key] = (mtime, data)
-    return data
+        # O_NONBLOCK: a FIFO put in the file's place after the stat must not block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        return None, f"it cannot be opened ({exc.strerror or exc})"
+    try:
+        problem = _not_readable(os.fstat(fd))
+        if problem:
+            return None, problem
+        chunks = []
+        left = _CACHE_FILE_MAX_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 2**20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            return None, f"it is larger than {_CACHE_FILE_MAX_BYTES // 2**20} MiB"
+    except OSError as exc:
+        return None, f"it cannot be read ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(b"".join(chunks)), None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return None, f"it is not valid JSON ({type(exc).__name__})"
 
 
-_GEN_PATHS: dict[tuple[str | None, str | None], str] = {}
+def _valid_constants(model: Any) -> tuple[dict[str, dict[str, list[float]]] | None, str]:
+    """The model's constants for every family and method of FEATURES, or (None, why not).
+
+    Each is a list of ``len(FEATURES[family][method])`` finite numbers >= 0,
+    not all zero (an estimate of no time at all for every call is no
+    measurement).  Families and methods this version does not know are dropped.
+    """
+    if not isinstance(model, dict):
+        return None, f"a model is {type(model).__name__}, not an object"
+    out: dict[str, dict[str, list[float]]] = {}
+    for family, methods in FEATURES.items():
+        given = model.get(family)
+        if not isinstance(given, dict):
+            return None, f"it has no {family!r} object"
+        out[family] = {}
+        for method, names in methods.items():
+            values = given.get(method)
+            where = f"{family}.{method}"
+            if not isinstance(values, list) or len(values) != len(names):
+                return None, f"{where} is not a list of {len(names)} numbers"
+            if not all(type(v) in (int, float) for v in values):
+                return None, f"{where} holds something other than numbers"
+            floats = [float(v) for v in values]
+            if not all(math.isfinite(v) and v >= 0 for v in floats):
+                return None, f"{where} holds a negative or non-finite number"
+            if not any(floats):
+                return None, f"{where} is all zeros"
+            out[family][method] = floats
+    return out, ""
+
+
+def _valid_models(data: Any) -> tuple[dict[str, Any], list[str]]:
+    """(valid models by device key, problems) of a decoded cache file."""
+    if not isinstance(data, dict):
+        return {}, [f"it holds a JSON {type(data).__name__}, not an object"]
+    version = data.get("version")
+    if type(version) is not int or version != CACHE_VERSION:
+        return {}, [f"it has cache version {version!r}; this gpuconv reads version "
+                    f"{CACHE_VERSION}"]
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return {}, ["it has no 'models' object"]
+    valid, problems = {}, []
+    for key, model in models.items():
+        constants, why = _valid_constants(model)
+        if constants is None:
+            problems.append(f"the model for {key!r} is ignored: {why}")
+        else:
+            valid[key] = constants
+    return valid, problems
+
+
+def _load(path: str, stamp: Any, st: os.stat_result | None, problem: str | None,
+          now: float) -> _Loaded:
+    models: dict[str, Any] = {}
+    problems = [problem] if problem else []
+    if st is not None and not problems:
+        data, problem = _read_json(path, st)
+        if problem:
+            problems.append(problem)
+        elif data is not None:
+            models, problems = _valid_models(data)
+    if problems:
+        # Once per state of the file: it is read again only when it changes.
+        warnings.warn(f"gpuconv: cost-model cache {path}: {'; '.join(problems)}. "
+                      f"method='auto' uses the built-in constants instead; "
+                      f"rerun `gpuconv calibrate` or delete the file.",
+                      RuntimeWarning, stacklevel=2)
+    return _Loaded(stamp, models, next(_GENERATIONS), now)
+
+
+def _current(path: str) -> _Loaded:
+    """The constants read from ``path``, looking at the file at most every _CHECK_INTERVAL."""
+    now = time.monotonic()
+    state = _STATES.get(path)
+    if state is not None and now - state.checked < _CHECK_INTERVAL:
+        return state
+    with _STATES_LOCK:
+        state = _STATES.get(path)
+        if state is not None and now - state.checked < _CHECK_INTERVAL:
+            return state
+        stamp, st, problem = _stat(path)
+        if state is not None and stamp == state.stamp:
+            state.checked = now
+            return state
+        if len(_STATES) > 64:
+            _STATES.clear()
+        state = _STATES[path] = _load(path, stamp, st, problem, now)
+        return state
+
+
+def invalidate() -> None:
+    """Forget the constants read: the next call reads the cache file again.
+
+    A file another process writes is otherwise picked up within
+    ``_CHECK_INTERVAL`` seconds; this process's :func:`calibrate` is seen at once.
+    """
+    with _STATES_LOCK:
+        _STATES.clear()
 
 
 def generation() -> tuple[str, int]:
-    """Identifies the constants in force: the cache file and its modification time."""
-    env = os.environ.get("GPUCONV_CACHE_DIR")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    path = _GEN_PATHS.get((env, xdg))
-    if path is None:
-        # Resolving the home directory is slow; a small call must not pay it every time.
-        path = _GEN_PATHS[(env, xdg)] = str(cache_file())
-    try:
-        return path, os.stat(path).st_mtime_ns
-    except OSError:
-        return path, 0
+    """Identifies the constants in force: the cache file and a number that changes with them."""
+    path = _cache_path()
+    return path, _current(path).generation
 
 
 def load_constants(device_key: str) -> tuple[dict[str, dict[str, list[float]]], str]:
     """(constants, source) for a ``"<backend>:<device>"`` key: the calibration file or defaults."""
-    models = _read_file(cache_file()).get("models", {})
+    path = _cache_path()
+    models = _current(path).models
     if device_key in models:
-        return models[device_key], f"calibrated ({cache_file()})"
+        return models[device_key], f"calibrated ({path})"
     if device_key in DEFAULTS:
         return DEFAULTS[device_key], "built-in defaults"
     return DEFAULTS["numpy:cpu"], "built-in defaults (uncalibrated device)"
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/costmodel.json.lock`` (between processes)."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(folder / "costmodel.json.lock", flags, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            # Retries for about 10 s, then raises OSError: reported like an unwritable folder.
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def save(device_key: str, constants: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Store one device's constants, keeping every other device's: atomically, under a lock.
+
+    The file is re-read under the lock, so that a concurrent calibration of
+    another device (another process) is merged, not lost; the new contents go
+    to a fresh temporary file in the same folder (``mkstemp``: a planted
+    file or symlink of that name is never written through), which then
+    replaces the cache file.  Raises OSError when the folder is not writable.
+    """
     path = cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _read_file(path) or {"version": CACHE_VERSION, "models": {}}
-    data = {"version": CACHE_VERSION, "models": dict(data.get("models", {})),
-            "meta": dict(data.get("meta", {}))}
-    data["models"][device_key] = constants
-    data["meta"][device_key] = meta
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    checked, why = _valid_constants(constants)
+    if checked is None:
+        raise ValueError(f"refusing to store constants that would not be read back: {why}")
+    with _folder_lock(folder):
+        stamp, st, problem = _stat(str(path))
+        data, _ = _read_json(str(path), st) if problem is None else (None, problem)
+        models, _ = _valid_models(data) if data is not None else ({}, [])
+        old_meta = data.get("meta") if isinstance(data, dict) else None
+        meta_all = {k: v for k, v in old_meta.items() if k in models} \
+            if isinstance(old_meta, dict) else {}
+        models[device_key] = checked
+        meta_all[device_key] = meta
+        text = json.dumps({"version": CACHE_VERSION, "models": models, "meta": meta_all},
+                          indent=1, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=".costmodel.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        # This process uses the new constants at once, whatever the check interval.
+        written = _stamp(os.stat(path))
+    key = _cache_path()
+    with _STATES_LOCK:
+        _STATES[key] = _Loaded(written, models, next(_GENERATIONS), time.monotonic())
     return path
 
 

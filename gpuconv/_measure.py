@@ -254,9 +254,11 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time every method on small cases, fit the constants and store them.
 
-    Returns ``{"device_key", "constants", "path", "timings", "fit_error"}``,
-    where ``fit_error`` is the median relative error of the fitted model on
-    the timed cases, per family and method.
+    Returns ``{"device_key", "constants", "path", "timings", "fit_error",
+    "write_error"}``, where ``fit_error`` is the median relative error of the
+    fitted model on the timed cases, per family and method.  ``path`` is the
+    cache file written, or None when ``save`` is false or the file could not
+    be written; then ``write_error`` says where and why.
     """
     if backend is None:
         backend = resolve_backend()
@@ -328,9 +330,15 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
             fit_error[family][method] = float(np.median(rel)) if rel else float("nan")
     meta = {"quick": quick, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "numpy": np.__version__}
-    path = _costmodel.save(key, constants, meta) if save else None
+    path, write_error = None, None
+    if save:
+        try:
+            path = _costmodel.save(key, constants, meta)
+        except OSError as exc:
+            # The work is done: report the constants and where they could not go.
+            write_error = f"could not write {_costmodel.cache_file()}: {exc.strerror or exc}"
     return {"device_key": key, "constants": constants, "path": path, "timings": timings,
-            "fit_error": fit_error}
+            "fit_error": fit_error, "write_error": write_error}
 
 
 def _row_features(backend: Any, family: str, shape: list[int]) -> dict[str, dict[str, float]]:

@@ -285,8 +285,8 @@ def train_digits(epochs: int = 20, *, backend: str | None = None, seed: int = 0,
         Share of each class held out.
     blas_threads : int or None, keyword-only
         Limit the CPU BLAS to this many threads while training (with
-        threadpoolctl, when installed); ``None`` leaves it alone.  The
-        network's matrices are small, so one thread is fastest.
+        threadpoolctl); ``None`` leaves it alone.  The network's matrices
+        are small, so one thread is fastest.
     progress : bool, keyword-only
         Show a progress bar (tqdm).
     callbacks : keyword-only

@@ -123,13 +123,18 @@ CONV_CASES = [
 ]
 
 
+@pytest.mark.parametrize("threads", [1, 3], ids=["1-thread", "3-threads"])
 @pytest.mark.parametrize("scratch", [2**30, 3000], ids=["whole", "row-bands"])
 @pytest.mark.parametrize("method", ["direct", "gemm"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
 @pytest.mark.parametrize("row_pitched", [True, False], ids=["row-pitched", "plain-columns"])
-def test_conv2d_chunks_and_layouts(rng, monkeypatch, method, scratch, dtype, row_pitched):
+def test_conv2d_chunks_and_layouts(rng, monkeypatch, method, scratch, dtype, row_pitched,
+                                   threads):
     # Force either column layout of the gemm method (both are chosen by size in real use).
     monkeypatch.setattr(npb, "_FLAT_COLUMNS", lambda Wp, Wo: row_pitched)
+    # Chunks on several threads however small the call.
+    monkeypatch.setenv("GPUCONV_NUM_THREADS", str(threads))
+    monkeypatch.setattr(npb, "_CONV_TASK_MIN_MACS", 1)
     for N, C, H, W, Cout, k, stride, padding, dilation, groups in CONV_CASES:
         x = random_array(rng, (N, C, H, W), dtype)
         w = random_array(rng, (Cout, C // groups) + k, dtype)
@@ -210,7 +215,10 @@ def test_planes_gemm_peak_scratch_stays_under_the_limit(rng):
     assert peak < 225 * 498**2 * 4 / 10
 
 
-def test_conv2d_peak_scratch_stays_under_the_limit(rng):
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_conv2d_peak_scratch_stays_under_the_limit(rng, monkeypatch, threads):
+    # The chunks in flight on every thread together stay under the limit.
+    monkeypatch.setenv("GPUCONV_NUM_THREADS", threads)
     x = rng.standard_normal((4, 16, 64, 64), dtype=np.float32)
     w = rng.standard_normal((8, 16, 7, 7), dtype=np.float32)
     naive = 16 * 49 * 4 * 58 * 58 * 4

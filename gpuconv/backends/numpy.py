@@ -5,16 +5,15 @@ thread pool (NumPy's ufuncs release the GIL).  ``conv2d`` is an implicit GEMM
 over row-pitched images: with stride 1, every kernel tap's operand is one
 contiguous run per channel, so ``"gemm"`` builds its bounded column buffer
 with long memcpys and ``"direct"`` hands BLAS strided views with no copy.
-BLAS keeps its own threads; the pool never calls BLAS, so the two never
-oversubscribe the cores.
+The thread pool, and how it keeps BLAS's threads out of its way, is
+:mod:`gpuconv.backends._threads`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -22,30 +21,9 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._dispatch import array_library
 from . import ArrayBackend, _generic
+from ._threads import num_threads, run_tasks, single_threaded_blas
 
 __all__ = ["NumpyBackend", "num_threads", "planes_direct", "conv2d_gemm", "conv2d_direct"]
-
-_MAX_THREADS = 8
-
-
-def num_threads() -> int:
-    """Threads the NumPy backend's kernels use.
-
-    ``GPUCONV_NUM_THREADS`` if set, else the cores this process may run on
-    (at most 8: the kernels are memory-bound well before that).
-    """
-    env = os.environ.get("GPUCONV_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"GPUCONV_NUM_THREADS must be an integer; got {env!r}") from None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, _MAX_THREADS))
-
 
 def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` without NumPy's floating-point warnings.
@@ -76,32 +54,6 @@ def available_ram() -> int | None:
         return None
 
 
-# -- thread pool -----------------------------------------------------------------------
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(size: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE != size:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(size, thread_name_prefix="gpuconv")
-            _POOL_SIZE = size
-        return _POOL
-
-
-def _run_tasks(fn: Callable[[Any], None], tasks: list[Any], threads: int) -> None:
-    if threads <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            fn(t)
-        return
-    # list() re-raises the first exception of any task.
-    list(_pool(threads).map(fn, tasks))
-
-
 # -- single-channel planes: cache-blocked shift-and-add ----------------------------------
 # A block's output, one temporary and the input rows it reads should stay in
 # the core's cache between the kernel taps: about 1 MiB of float32 each.
@@ -111,14 +63,27 @@ def _run_tasks(fn: Callable[[Any], None], tasks: list[Any], threads: int) -> Non
 _BLOCK_ELEMENTS = 2**18
 # Below this many multiply-adds a call is over before threads could help.
 _THREAD_MIN_MACS = 2**22
+# conv2d's threads are gpuconv's, not BLAS's: its chunks (one matrix product
+# each, with single-threaded BLAS) are shared out over the pool.  BLAS's own
+# threads spin for about 0.1 s of CPU after every call they serve (measured
+# with OpenBLAS 0.3.31: 0.1 s of CPU time during a 0.3 s sleep after one
+# 400x400 matmul), taking a core from whatever runs next (gpuconv's pool,
+# torch's OpenMP threads, other processes), and on a busy machine a call
+# split in fixed shares waits for a descheduled worker: with BLAS's threads,
+# (32,64,28,28)->64 3x3 float32 took 371 ms in 4 MiB chunks and 42 ms in
+# 64 MiB on the shared 2-core machine.  gpuconv's idle threads sleep, and a
+# thread the scheduler puts aside just takes fewer chunks.
 # Largest chunk of the conv2d kernels when the scratch bound allows more.
-# Each BLAS call wakes BLAS's threads; on a busy machine a call can wait a
-# scheduler slice for a descheduled worker, so fewer, larger calls win:
-# measured on the shared 2-core machine, (32,64,28,28)->64 3x3 float32 took
-# 371 ms in 4 MiB chunks, 93 ms in 16 MiB and 42 ms in 64 MiB, while on one
-# thread the chunk size made no measurable difference.
 _GEMM_CHUNK_BYTES = 2**26
 _DIRECT_CHUNK_BYTES = 2**26
+# A conv2d call gets one thread per this many multiply-adds (up to num_threads()):
+# a thread costs tens of microseconds to hand work to.
+_CONV_TASK_MIN_MACS = 2**22
+# OpenBLAS runs a product of at most this many multiply-adds (m*n*k) on one
+# thread anyway (interface/gemm.c: SMP_THRESHOLD_MIN * GEMM_MULTITHREAD_THRESHOLD):
+# a call this small skips limiting BLAS, which costs a few microseconds.
+_BLAS_SERIAL_MACS = 2**18
+_AS_IS = contextlib.nullcontext()
 # With few output channels per group the product is memory-bound (a GEMV
 # for one channel): columns must still be in cache when BLAS reads them.
 # On one thread, 1024² 7x7 took 6.6 ms in 4 MiB chunks and 20 ms in 64 MiB.
@@ -159,7 +124,6 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
         per = -(-oh // threads)
         blocks = [(b, b + 1, r, min(oh, r + per)) for b in range(B) for r in range(0, oh, per)]
 
-    @_quiet
     def run(block: tuple[int, int, int, int]) -> None:
         b0, b1, r0, r1 = block
         o = out[b0:b1, r0:r1]
@@ -170,7 +134,7 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
             np.multiply(ext[b0:b1, r0 + u:r1 + u, v:v + ow], c, out=tmp)
             np.add(o, tmp, out=o)
 
-    _run_tasks(run, blocks, threads)
+    run_tasks(run, blocks, threads)
     return out
 
 
@@ -225,9 +189,25 @@ def _chunks(N: int, rows: int, per_row: int, budget: int) -> list[tuple[int, int
     return [(n, n + 1, r, min(rows, r + band)) for n in range(N) for r in range(0, rows, band)]
 
 
+def _share_out(threads: int, macs: int, work_bytes: int, budget: int,
+               scratch_bytes: int) -> tuple[int, int]:
+    """(threads, bytes per chunk) for ``macs`` multiply-adds over ``work_bytes`` of scratch.
+
+    A thread per _CONV_TASK_MIN_MACS multiply-adds; then at least two
+    chunks per thread (so that the others take over the share of a thread the
+    scheduler puts aside), each thread's chunk within its share of the
+    scratch bound.
+    """
+    threads = max(1, min(threads, macs // _CONV_TASK_MIN_MACS))
+    if threads == 1:
+        return 1, budget
+    return threads, max(1, min(budget, scratch_bytes // threads,
+                               -(-work_bytes // (2 * threads))))
+
+
 def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
                 dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
-                scratch_bytes: int) -> np.ndarray:
+                scratch_bytes: int, threads: int = 1) -> np.ndarray:
     """im2col into a bounded buffer + one matrix product (per group) per chunk.
 
     Columns are (kh*kw*C_in/groups, pixels of the chunk): the pixels of
@@ -235,7 +215,9 @@ def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     stride 1 the columns come from the channel-major layout of
     :func:`_channel_major` as long contiguous runs (rows pitched at the
     padded width; the surplus columns are dropped at the end).  Chunks are
-    sized so that the column buffer stays under ``scratch_bytes``.
+    sized so that the column buffers of the chunks in flight stay under
+    ``scratch_bytes``, and run on up to ``threads`` threads, each with
+    single-threaded BLAS.
     """
     N, C, Hp, Wp = xpad.shape
     Cout, Cg, kh, kw = w.shape
@@ -251,9 +233,13 @@ def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     # The columns, and the chunk's product before it is scattered to ``res``.
     per_row = (G * K + Cout) * pitch * it
     budget = min(scratch_bytes, _GEMM_CHUNK_BYTES if Coutg >= 16 else _GEMV_CHUNK_BYTES)
+    macs = N * Ho * Wo * Cout * K
+    threads, budget = _share_out(threads, macs, N * Ho * per_row, budget, scratch_bytes)
     res = np.empty((G, Coutg, N, Ho * pitch), dtype=xpad.dtype)
     xcm = _channel_major(xpad, G, (kw - 1) * dilation[1]) if flat else None
-    for n0, n1, r0, r1 in _chunks(N, Ho, per_row, budget):
+
+    def run(chunk: tuple[int, int, int, int]) -> None:
+        n0, n1, r0, r1 = chunk
         nb, nr = n1 - n0, r1 - r0
         if flat:
             cols = _taps_view(xcm, kh, kw, dilation, Wp, n0 * Hp * Wp + r0 * Wp, nb, Hp * Wp,
@@ -263,19 +249,24 @@ def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
         cols = np.ascontiguousarray(cols).reshape(G, K, nb * nr * pitch)
         prod = np.matmul(wmat, cols)
         res[:, :, n0:n1, r0 * pitch:r1 * pitch] = prod.reshape(G, Coutg, nb, nr * pitch)
+
+    with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
+        run_tasks(run, _chunks(N, Ho, per_row, budget), threads)
     out = res.reshape(Cout, N, Ho, pitch)[..., :Wo].transpose(1, 0, 2, 3)
     return np.ascontiguousarray(out)
 
 
 def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
                   dilation: tuple[int, int], groups: int, out_hw: tuple[int, int],
-                  scratch_bytes: int) -> np.ndarray:
+                  scratch_bytes: int, threads: int = 1) -> np.ndarray:
     """Accumulate one (C_out x C_in) matrix product per kernel tap, no column buffer.
 
     With stride 1 each tap's operand is a strided view of the channel-major
     images (:func:`_channel_major`) that BLAS reads in place: no copies but
     the accumulation, at the price of computing the padded rows and columns
-    too.  Chunks of whole images (up to 64 MiB of accumulator) bound the scratch.
+    too.  Chunks of consecutive positions of that layout (up to 64 MiB of
+    accumulator) bound the scratch, and run on up to ``threads`` threads,
+    each with single-threaded BLAS.
     """
     N, C, Hp, Wp = xpad.shape
     Cout, Cg, kh, kw = w.shape
@@ -288,15 +279,19 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     wt = np.ascontiguousarray(w.reshape(G, Coutg, Cg, kh, kw).transpose(3, 4, 0, 1, 2))
     tail = (kh - 1) * dilation[0] * Wp + (kw - 1) * dilation[1]
     xcm = _channel_major(xpad, G, tail)
-    img = Hp * Wp
-    budget = min(scratch_bytes, _DIRECT_CHUNK_BYTES)
-    images = max(1, min(N, budget // max(2 * Cout * img * it, 1)))
-    res = np.empty((G, Coutg, N * img), dtype=xpad.dtype)
-    tmp = np.empty((G, Coutg, images * img), dtype=xpad.dtype)
-    for n0 in range(0, N, images):
-        m0, m1 = n0 * img, min(N, n0 + images) * img
+    M = N * Hp * Wp
+    # A position's accumulator and its temporary.
+    per_position = 2 * Cout * it
+    macs = M * Cout * Cg * kh * kw
+    threads, budget = _share_out(threads, macs, M * per_position,
+                                 min(scratch_bytes, _DIRECT_CHUNK_BYTES), scratch_bytes)
+    step = max(1, budget // per_position)
+    res = np.empty((G, Coutg, M), dtype=xpad.dtype)
+
+    def run(m0: int) -> None:
+        m1 = min(M, m0 + step)
         acc = res[:, :, m0:m1]
-        t = tmp[:, :, :m1 - m0]
+        t = np.empty((G, Coutg, m1 - m0), dtype=xpad.dtype)
         first = True
         for u in range(kh):
             for v in range(kw):
@@ -305,6 +300,9 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
                 if not first:
                     np.add(acc, t, out=acc)
                 first = False
+
+    with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
+        run_tasks(run, range(0, M, step), threads)
     out = res.reshape(Cout, N, Hp, Wp)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3)
     return np.ascontiguousarray(out)
 
@@ -372,7 +370,8 @@ class NumpyBackend(ArrayBackend):
         if method == "direct":
             return planes_direct(ext, w, out_shape, num_threads())
         ext = np.ascontiguousarray(ext)[:, None]
-        return conv2d_gemm(ext, w[None, None], (1, 1), (1, 1), 1, out_shape, scratch_bytes)[:, 0]
+        return conv2d_gemm(ext, w[None, None], (1, 1), (1, 1), 1, out_shape, scratch_bytes,
+                           num_threads())[:, 0]
 
     @_quiet
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
@@ -388,11 +387,13 @@ class NumpyBackend(ArrayBackend):
 
     def _conv(self, xpad, w, stride, dilation, groups, out_hw, method, scratch_bytes):
         if method == "gemm":
-            return conv2d_gemm(xpad, w, stride, dilation, groups, out_hw, scratch_bytes)
+            return conv2d_gemm(xpad, w, stride, dilation, groups, out_hw, scratch_bytes,
+                               num_threads())
         if w.shape[:2] == (1, 1) and stride == (1, 1) and dilation == (1, 1):
             # One input and one output channel: the planes kernel, threaded.
             return planes_direct(xpad[:, 0], w[0, 0], out_hw, num_threads())[:, None]
-        return conv2d_direct(xpad, w, stride, dilation, groups, out_hw, scratch_bytes)
+        return conv2d_direct(xpad, w, stride, dilation, groups, out_hw, scratch_bytes,
+                             num_threads())
 
     @_quiet
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
