@@ -15,13 +15,14 @@ from ._config import get_scratch_limit
 from ._dispatch import has_dask
 from ._frontdoor import as_backend_array, native_work_dtype, to_work
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
+from ._winograd import check_winograd
 from .backend import resolve_backend
 
 __all__ = ["correlate2d", "convolve2d", "corr2d"]
 
 Mode = Literal["full", "same", "valid"]
 Boundary = Literal["fill", "wrap", "symm", "pad", "circular", "symmetric"]
-Method = Literal["auto", "direct", "gemm", "fft", "overlap-add"]
+Method = Literal["auto", "direct", "gemm", "fft", "overlap-add", "winograd"]
 
 
 def correlate2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fill",
@@ -217,6 +218,8 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
         raise ValueError(f"{name1} planes must be non-empty; got shape {in1.shape}")
     if 0 in in2.shape:
         raise ValueError(f"{name2} must be non-empty; got shape {in2.shape}")
+    if method == "winograd":
+        check_winograd(tuple(in2.shape), argname=name2)
     result_dtype, work_dtype = compute_dtype({name1: in1.dtype, name2: in2.dtype})
     fillvalue = check_fillvalue(fillvalue, work_dtype)
     batch = in1.shape[:-2]

@@ -99,6 +99,12 @@ class ArrayBackend:
 
             return _fft.correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue,
                                          method, scratch_bytes)
+        if method == "winograd":
+            from .. import _winograd
+
+            ext = _generic._extended_for(self.xp, x, w.shape, out_shape, origin, boundary,
+                                         fillvalue)
+            return _winograd.correlate_planes(self.xp, ext, w, out_shape, scratch_bytes)
         raise _unimplemented(self, method)
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
@@ -116,6 +122,11 @@ class ArrayBackend:
 
             return _fft.conv2d(self, xpad, w, stride, dilation, groups, (Ho, Wo), method,
                                scratch_bytes)
+        if method == "winograd":
+            from .. import _winograd
+
+            return _winograd.conv2d(self.xp, self.xp.ascontiguousarray(xpad), w, groups,
+                                    (Ho, Wo), scratch_bytes)
         raise _unimplemented(self, method)
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
@@ -131,6 +142,11 @@ class ArrayBackend:
 
             return _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
                                          method, scratch_bytes)
+        if method == "winograd":
+            from .. import _winograd
+
+            return _winograd.conv_transpose2d(self.xp, x, w, padding, groups, out_hw,
+                                              scratch_bytes)
         raise _unimplemented(self, method)
 
 

@@ -95,6 +95,11 @@ _DIRECT_CHUNK_BYTES = 2**26
 _GEMV_CHUNK_BYTES = 2**22
 
 
+# Working-set target of a Winograd chunk (its transform buffers): products and
+# transforms of a chunk that fits the L2/L3 caches run at cache speed.
+_WINOGRAD_CHUNK_BYTES = 2**23
+
+
 def _FLAT_COLUMNS(Wp: int, Wo: int) -> bool:
     # Row-pitched columns copy long runs but also compute the Wp - Wo surplus
     # columns; worth it unless the surplus is a large share of short rows.
@@ -325,8 +330,20 @@ class NumpyBackend(ArrayBackend):
         return "cpu"
 
     # -- kernels -----------------------------------------------------------
+    def _winograd_options(self) -> dict[str, Any]:
+        threads = num_threads()
+        # The pool runs only the copies into the output, never BLAS.
+        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES,
+                "run_tasks": lambda fn, tasks: _run_tasks(fn, tasks, threads)}
+
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
+        if method == "winograd":
+            from .. import _winograd
+
+            ext = _generic._extended_for(np, x, w.shape, out_shape, origin, boundary, fillvalue)
+            return _winograd.correlate_planes(np, ext, w, out_shape, scratch_bytes,
+                                              **self._winograd_options())
         if method not in ("direct", "gemm"):
             return super().correlate_planes(x, w, out_shape, origin, boundary, fillvalue,
                                             method, scratch_bytes)
@@ -341,12 +358,17 @@ class NumpyBackend(ArrayBackend):
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
                scratch_bytes):
-        if method not in ("direct", "gemm"):
+        if method not in ("direct", "gemm", "winograd"):
             return super().conv2d(x, w, stride, pads, dilation, groups, padding_mode, method,
                                   scratch_bytes)
         xpad = np.ascontiguousarray(_generic.pad_nchw(np, x, pads, padding_mode))
         Ho = (xpad.shape[2] - dilation[0] * (w.shape[2] - 1) - 1) // stride[0] + 1
         Wo = (xpad.shape[3] - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
+        if method == "winograd":
+            from .. import _winograd
+
+            return _winograd.conv2d(np, xpad, w, groups, (Ho, Wo), scratch_bytes,
+                                    **self._winograd_options())
         return self._conv(xpad, w, stride, dilation, groups, (Ho, Wo), method, scratch_bytes)
 
     def _conv(self, xpad, w, stride, dilation, groups, out_hw, method, scratch_bytes):
@@ -359,6 +381,11 @@ class NumpyBackend(ArrayBackend):
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
                          scratch_bytes):
+        if method == "winograd":
+            from .. import _winograd
+
+            return _winograd.conv_transpose2d(np, x, w, padding, groups, out_hw, scratch_bytes,
+                                              **self._winograd_options())
         if method not in ("direct", "gemm") or stride != (1, 1):
             return super().conv_transpose2d(x, w, stride, padding, dilation, groups, out_hw,
                                             method, scratch_bytes)
