@@ -282,11 +282,11 @@ def _compute_transform(xp: Any, w: Any, groups: int, m: int) -> WeightTransform:
     a = tile.alpha
     Cout, Cg = w.shape[:2]
     G = np.array(tile.G, dtype=np.float64)
-    # U[k, (a, b)] = sum_{u, v} (G kron G)[(a, b), (u, v)] w[k, (u, v)]: one product.
-    GG = xp.asarray(np.kron(G, G).T)
-    u = xp.matmul(w.reshape(Cout * Cg, 9).astype(_wide(w.dtype)), GG)
-    u = u.reshape(groups, Cout // groups, Cg, a * a)
-    U = xp.ascontiguousarray(xp.transpose(u, (3, 0, 1, 2)).astype(w.dtype))
+    # U[(a, b), k] = sum_{u, v} (G kron G)[(a, b), (u, v)] w[k, (u, v)]: one product,
+    # whose rows k = (group, out, in) are already in U's layout.
+    GG = xp.asarray(np.kron(G, G))
+    u = xp.matmul(GG, w.reshape(Cout * Cg, 9).astype(_wide(w.dtype)).T)
+    U = u.astype(w.dtype).reshape(a * a, groups, Cout // groups, Cg)
     return WeightTransform(m, U)
 
 
@@ -331,22 +331,32 @@ def transform_weight(xp: Any, w: Any, groups: int, m: int) -> WeightTransform:
 
 
 # -- the engine --------------------------------------------------------------------------
+# Tiles per chunk below which the batched products lose speed (each chunk
+# re-reads the weight transform).
+_MIN_TILES = 512
+
+
 def _serial(fn: Callable[[Any], None], tasks: list[Any]) -> None:
     for t in tasks:
         fn(t)
 
 
-def _chunk_plan(N: int, nth: int, per_tile_row: int, budget: int) -> list[tuple[int, int, int, int]]:
-    """(n0, n1, t0, t1): whole images while ``budget`` allows, else bands of tile rows."""
-    per_image = per_tile_row * nth
-    if per_image <= budget:
-        images = max(1, min(N, budget // max(per_image, 1)))
+def _chunk_plan(N: int, nth: int, per_tile_row: int, budget: int, scratch_bytes: int,
+                min_rows: int) -> list[tuple[int, int, int, int]]:
+    """(n0, n1, t0, t1): whole images while the budget allows, else bands of tile rows.
+
+    ``budget`` is the working-set target, raised to ``min_rows`` tile rows
+    per chunk (so that the products get enough tiles to run at full speed)
+    while ``scratch_bytes`` allows; at least one tile row.
+    """
+    rows = max(budget // max(per_tile_row, 1), min(min_rows, scratch_bytes // max(per_tile_row, 1)), 1)
+    if rows >= nth:
+        images = max(1, min(N, rows // nth))
         # Equal chunks: a short last chunk would run its products at a worse size.
         count = -(-N // images)
         images = -(-N // count)
         return [(n, min(N, n + images), 0, nth) for n in range(0, N, images)]
-    band = max(1, budget // max(per_tile_row, 1))
-    return [(n, n + 1, t, min(nth, t + band)) for n in range(N) for t in range(0, nth, band)]
+    return [(n, n + 1, t, min(nth, t + rows)) for n in range(N) for t in range(0, nth, rows)]
 
 
 def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
@@ -388,7 +398,7 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
     row_y = m * m * ntw * Cout
     per_row = (2 * row_in + max(2 * row_t1, row_m, row_y) + max(row_v, row_s)) * it
     budget = scratch_bytes if chunk_bytes is None else min(scratch_bytes, chunk_bytes)
-    chunks = _chunk_plan(N, nth, per_row, budget)
+    chunks = _chunk_plan(N, nth, per_row, budget, scratch_bytes, -(-_MIN_TILES // ntw))
     big_n = max(n1 - n0 for n0, n1, _, _ in chunks)
     big_t = max(t1 - t0 for _, _, t0, t1 in chunks)
     tiles_max = big_n * big_t * ntw
@@ -455,7 +465,7 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
 
 # -- the ops -------------------------------------------------------------------------------
 def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
-           scratch_bytes: int, *, chunk_bytes: int | None = None,
+           scratch_bytes: int, *, tile: int | None = None, chunk_bytes: int | None = None,
            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None) -> Any:
     """``conv2d`` with a 3x3 kernel, stride 1 and dilation 1, on an already padded input.
 
@@ -470,7 +480,11 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
     out_hw : (int, int)
         ``(Hp - 2, Wp - 2)``.
     scratch_bytes : int
-        Bound on the temporary buffers.
+        Bound on the temporary buffers (which hold at least one tile row of
+        one image); the weight transform is ``(m + 2)**2 / 9`` times the
+        weight's size.
+    tile : {2, 4}, optional
+        ``m`` of ``F(m x m, 3 x 3)``; by default :func:`choose_tile`'s.
     chunk_bytes : int, optional
         A smaller working-set target (a cache size) for the chunks.
     run_tasks : callable, optional
@@ -481,14 +495,14 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
     -------
     array, shape (N, C_out, Hp - 2, Wp - 2)
     """
-    m = choose_tile(out_hw, w.shape[1])
+    m = tile or choose_tile(out_hw, w.shape[1])
     wt = transform_weight(xp, w, groups, m)
     return _engine(xp, xpad, wt, out_hw, scratch_bytes, chunk_bytes, run_tasks)
 
 
 def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: int,
                      out_hw: tuple[int, int], scratch_bytes: int, *,
-                     chunk_bytes: int | None = None,
+                     tile: int | None = None, chunk_bytes: int | None = None,
                      run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
                      ) -> Any:
     """Stride-1 ``conv_transpose2d`` with a 3x3 kernel: a full correlation with the flipped,
@@ -503,7 +517,7 @@ def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: 
     xe = extend_planes(xp, x, top, Ho + 2 - H - top, left, Wo + 2 - W - left, "fill", 0)
     xe = xp.ascontiguousarray(xe)
     # The products sum over this op's input channels: w's first axis, per group.
-    m = choose_tile(out_hw, w.shape[0] // groups)
+    m = tile or choose_tile(out_hw, w.shape[0] // groups)
     wt = transform_weight(xp, w, groups, m).adjoint(xp)
     return _engine(xp, xe, wt, out_hw, scratch_bytes, chunk_bytes, run_tasks)
 
