@@ -33,13 +33,12 @@ Tiles
 (2.25x fewer than direct); ``F(4x4, 3x3)`` does 36 per 16 (4x fewer).  The
 usual ``F(4x4, 3x3)`` points ``0, +-1, +-2, inf`` have a float32 error about
 30 times direct summation's; the points ``0, +-3/2, +-2/3, inf`` used here
-(found by measuring every set of two symmetric pairs from
-``{1, 2, 3, 4, 5, 1/2, 1/3, ...}``) bring that to about 5x in the mean
-square and under 10x in the maximum.  All fractions are kept in ``G``, where
-they are applied in float64: ``B^T`` and ``A^T`` hold small integers, which
-floats represent exactly.  :func:`choose_tile` takes the tile that needs the
-fewest products for the output size (ties go to the more accurate
-``F(2x2, 3x3)``).
+(the best of every set of two symmetric pairs from
+``{1, 2, 3, 4, 5, 1/2, 1/3, 3/2, ...}``, measured) bring that to 5-6x in the
+mean square.  All fractions are kept in ``G``, which is applied in float64:
+``B^T`` and ``A^T`` hold small integers, which floats represent exactly.
+:func:`choose_tile` takes ``F(4x4, 3x3)`` where it needs fewer products and
+the channel sums have at least 16 terms, else ``F(2x2, 3x3)``.
 
 Both point sets are closed under ``t -> 1/t`` (with ``0 <-> inf``), so the
 transform of the spatially flipped kernel is a permutation of the transform
@@ -48,28 +47,30 @@ weight transform (:meth:`WeightTransform.adjoint`).
 
 Accuracy
 --------
-With unit roundoff ``eps`` of the working dtype, every output of a tile obeys
+With ``eps`` the unit roundoff of the working dtype, every output obeys
 
-    |y_wino - y_exact| <= C * eps * (C_in/groups + 8) * K_m * sum_c max|d_c| * ||g_c||_1
+    |y_wino - y_exact| <= gamma_n * |A^T| (sum_c |G||g_c||G^T| * |B^T||d_c||B|) |A|
+                       <= gamma_n * K_m * sum_c max|d_c| * ||g_c||_1
 
-where ``d_c`` is the ``alpha x alpha`` input tile of channel ``c``, ``g_c``
-the 3x3 kernel, ``K_m`` the growth constant of the transforms
-(``K_m = max_i (sum_k |A^T[i, k]| max_j |G[k, j]| sum_l |B^T[k, l]|)**2``,
-16 for ``F(2x2, 3x3)`` and about 12 for ``F(4x4, 3x3)``) and ``C = 2``
-(:func:`error_bound`).  Direct summation obeys the same kind of bound with
-``sum_c sum |d_c| |g_c|`` over the 3x3 window instead.  Measured on random
-normal data (max ``|error| / sum |x||w|`` over the window, float32 and
-float64 alike) ``F(2x2, 3x3)`` is 1.2-2x direct summation's error and
-``F(4x4, 3x3)`` 5-9x (``docs/theory.md``).
+(:func:`error_bound`), where ``d_c`` is the ``alpha x alpha`` input tile of
+channel ``c``, ``g_c`` its 3x3 kernel, ``gamma_n = n eps / (1 - n eps)`` with
+``n = C_in/groups + 4 alpha + 10`` roundings (the channel sum, four
+transform passes, the weight transform; twice that for complex data), and
+``K_m`` the transforms' growth (:func:`growth`: 16 for ``F(2x2, 3x3)``, 181
+for ``F(4x4, 3x3)``).  Direct summation's bound is
+``gamma_{9 C_in/groups} * sum |x||w|`` over the window.  The bounds are
+worst cases; measured on random normal data (max ``|error| / sum |x||w|``
+over the window against direct summation's, float32 and float64 alike),
+``F(2x2, 3x3)`` is 1.2-4x direct's (1.5-2x in the mean square) and
+``F(4x4, 3x3)`` 6-13x from 16 channels per group (5-6.5x in the mean
+square; up to 26x and 9x with 1-3 channels, hence :func:`choose_tile`'s rule).
 
-Non-finite values do not stay in their windows as they do with direct
-summation: an input NaN reaches every output of the tiles that read it
-(``F(2x2, 3x3)``: exactly the outputs whose window holds it, because each
-1-D transform sends the first and last tile sample to one output only;
-``F(4x4, 3x3)``: the whole 4x4 tile).  An Inf can come back as NaN, where
-the transform subtracts it from itself, and outputs that are exactly zero
-with direct summation (a zero-sum kernel on a constant patch) come back as
-rounding noise.
+The transforms are dense matrix products, so an input NaN or Inf reaches
+every output of the (at most 2 x 2) tiles whose input window holds it:
+``m + 2`` to ``2m`` outputs along each axis instead of direct summation's
+3, as NaN (``0 * Inf`` and ``Inf - Inf`` are NaN).  Outputs that are exactly
+zero with direct summation (a zero-sum kernel on a constant patch) come back
+as rounding noise.
 """
 
 from __future__ import annotations
