@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
+import queue
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Iterator
@@ -343,14 +343,18 @@ def _serial(fn: Callable[[Any], None], tasks: list[Any]) -> None:
 
 
 def _chunk_plan(N: int, nth: int, per_tile_row: int, budget: int, scratch_bytes: int,
-                min_rows: int) -> list[tuple[int, int, int, int]]:
+                min_rows: int, workers: int = 1) -> list[tuple[int, int, int, int]]:
     """(n0, n1, t0, t1): whole images while the budget allows, else bands of tile rows.
 
     ``budget`` is the working-set target, raised to ``min_rows`` tile rows
     per chunk (so that the products get enough tiles to run at full speed)
-    while ``scratch_bytes`` allows; at least one tile row.
+    while ``scratch_bytes`` allows, and lowered so that ``workers`` chunks
+    can run at once; at least one tile row.
     """
-    rows = max(budget // max(per_tile_row, 1), min(min_rows, scratch_bytes // max(per_tile_row, 1)), 1)
+    rows = max(budget // max(per_tile_row, 1),
+               min(min_rows, scratch_bytes // max(per_tile_row, 1)), 1)
+    if workers > 1:
+        rows = min(rows, max(nth * -(-N // workers), 1) if N >= workers else -(-nth // workers))
     if rows >= nth:
         images = max(1, min(N, rows // nth))
         # Equal chunks: a short last chunk would run its products at a worse size.
@@ -360,9 +364,18 @@ def _chunk_plan(N: int, nth: int, per_tile_row: int, budget: int, scratch_bytes:
     return [(n, n + 1, t, min(nth, t + rows)) for n in range(N) for t in range(0, nth, rows)]
 
 
+class _Buffers:
+    """One worker's scratch: the input chunk copy and the two arenas the stages alternate."""
+
+    def __init__(self, xp: Any, dtype: Any, sizes: tuple[int, int, int]) -> None:
+        self.copy = xp.empty(sizes[0], dtype=dtype) if sizes[0] else None
+        self.arena1 = xp.empty(sizes[1], dtype=dtype)
+        self.arena2 = xp.empty(sizes[2], dtype=dtype)
+
+
 def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
-            scratch_bytes: int, chunk_bytes: int | None,
-            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None) -> Any:
+            scratch_bytes: int, chunk_bytes: int | None = None, workers: int = 1,
+            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None) -> Any:
     """The valid 3x3 correlation of ``xpad`` (N, C, Hp, Wp) with transformed weights ``wt``.
 
     Layouts, for a chunk of ``n`` images and ``th`` tile rows (``tw`` tile
@@ -371,6 +384,10 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
     output passes ``S (i, b, g, o, t, n, s)`` and ``Y (i, g, o, t, n, s, j)``,
     whose rows ``(s, j)`` are whole output rows, copied to NCHW in one pass.
     Every matrix product reads strided views in place.
+
+    With ``workers > 1``, ``run_tasks`` runs whole chunks concurrently (each
+    with its own buffers, the scratch bound shared among them); otherwise it
+    runs only the final copies of each chunk.
     """
     N, C, Hp, Wp = xpad.shape
     A2, G, Og, Cg = wt.U.shape
@@ -398,75 +415,110 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
     row_s = m * a * ntw * Cout
     row_y = m * m * ntw * Cout
     per_row = (2 * row_in + max(2 * row_t1, row_m, row_y) + max(row_v, row_s)) * it
+    workers = max(1, min(workers, N * nth))
     budget = scratch_bytes if chunk_bytes is None else min(scratch_bytes, chunk_bytes)
-    chunks = _chunk_plan(N, nth, per_row, budget, scratch_bytes, -(-_MIN_TILES // ntw))
+    chunks = _chunk_plan(N, nth, per_row, budget // workers, scratch_bytes // workers,
+                         -(-_MIN_TILES // ntw), workers)
+    workers = min(workers, len(chunks))
     big_n = max(n1 - n0 for n0, n1, _, _ in chunks)
     big_t = max(t1 - t0 for _, _, t0, t1 in chunks)
     tiles_max = big_n * big_t * ntw
     need_copy = Wq != Wp or nth * m + 2 != Hp or big_t < nth
-    arena1 = xp.empty(max(a * ntw * big_n * C * (big_t * m + 2), A2 * tiles_max * Cout,
-                          m * m * tiles_max * Cout), dtype=dtype)
-    arena2 = xp.empty(max(A2 * tiles_max * C, m * a * tiles_max * Cout), dtype=dtype)
-    copy = xp.empty(big_n * C * (big_t * m + 2) * Wq, dtype=dtype) if need_copy else None
+    sizes = (big_n * C * (big_t * m + 2) * Wq if need_copy else 0,
+             max(a * ntw * big_n * C * (big_t * m + 2), A2 * tiles_max * Cout,
+                 m * m * tiles_max * Cout),
+             max(A2 * tiles_max * C, m * a * tiles_max * Cout))
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(workers):
+        free.put(_Buffers(xp, dtype, sizes))
 
     out = xp.empty((N, Cout, Ho, Wo), dtype=dtype)
     out5 = out.reshape(N, G, Og, Ho, Wo)
-    run = run_tasks or _serial
-    for n0, n1, t0, t1 in chunks:
-        n, th = n1 - n0, t1 - t0
-        hq = th * m + 2
-        r0 = t0 * m
-        if need_copy:
-            # A contiguous band, zero-extended to whole tiles.
-            xs = copy[:n * C * hq * Wq].reshape(n, C, hq, Wq)
-            src = xpad[n0:n1, :, r0:min(Hp, r0 + hq), :]
-            xs[:, :, :src.shape[2], :Wp] = src
-            if src.shape[2] < hq:
-                xs[:, :, src.shape[2]:] = 0
-            if Wp < Wq:
-                xs[:, :, :, Wp:] = 0
-        else:
-            xs = xpad[n0:n1]
-        tiles = th * n * ntw
-        # Width pass, per tile column s:
-        # T1[b, n, s, (c, row)] = sum_j BT[b, j] x[n, c, row, s*m + j].
-        T1 = arena1[:a * n * ntw * C * hq].reshape(a, n, ntw, C * hq)
-        for s in range(ntw):
-            win = xp.swapaxes(xs[..., s * m:s * m + a].reshape(n, C * hq, a), 1, 2)
-            xp.matmul(BT, win, out=xp.swapaxes(T1[:, :, s], 0, 1))
-        # Height pass, per tile row t:
-        # V[a, b, t, (n, s, c)] = sum_i BT[a, i] T1[b, n, s, c, t*m + i].
-        V = arena2[:A2 * tiles * C].reshape(a, a, th, n * ntw * C)
-        T1r = T1.reshape(a, n * ntw * C, hq)
-        for t in range(th):
-            xp.matmul(BT, xp.swapaxes(T1r[:, :, t * m:t * m + a], 1, 2),
-                      out=xp.swapaxes(V[:, :, t], 0, 1))
-        # The products, per transform position and group: (Og, Cg) @ (Cg, tiles).
-        Vg = xp.transpose(V.reshape(A2, tiles, G, Cg), (0, 2, 3, 1))
-        M = arena1[:A2 * tiles * Cout].reshape(A2, G, Og, tiles)
-        xp.matmul(U, Vg, out=M)
-        # Output transform: S = A^T M over a, then Y = S A over b, with j last.
-        S = arena2[:m * a * tiles * Cout].reshape(m, a * tiles * Cout)
-        xp.matmul(AT, M.reshape(a, a * tiles * Cout), out=S)
-        Y = arena1[:m * tiles * Cout * m].reshape(m, tiles * Cout, m)
-        xp.matmul(xp.swapaxes(S.reshape(m, a, tiles * Cout), 1, 2), AT.T, out=Y)
-        Y = Y.reshape(m, G, Og, th, n, ntw * m)
+    copies = run_tasks if (run_tasks and workers == 1) else _serial
 
-        def scatter(i: int, Y=Y, n0=n0, n1=n1, r0=r0, th=th) -> None:
+    def chunk(bounds: tuple[int, int, int, int]) -> None:
+        n0, n1, t0, t1 = bounds
+        buffers = free.get()
+        try:
+            Y, r0, th = _transform_chunk(xp, xpad, bounds, buffers, BT, AT, U, m, ntw,
+                                         need_copy)
             stop = min(Ho, r0 + th * m)
-            rows_i = len(range(r0 + i, stop, m))
-            if rows_i:
-                # (g, o, t, n, (s, j)) -> (n, g, o, t, (s, j)): whole output rows.
-                src = xp.transpose(Y[i, :, :, :rows_i, :, :Wo], (3, 0, 1, 2, 4))
-                out5[n0:n1, :, :, r0 + i:stop:m, :] = src
 
-        run(scatter, list(range(m)))
+            def scatter(i: int) -> None:
+                rows_i = len(range(r0 + i, stop, m))
+                if rows_i:
+                    # (g, o, t, n, (s, j)) -> (n, g, o, t, (s, j)): whole output rows.
+                    src = xp.transpose(Y[i, :, :, :rows_i, :, :Wo], (3, 0, 1, 2, 4))
+                    out5[n0:n1, :, :, r0 + i:stop:m, :] = src
+
+            copies(scatter, list(range(m)))
+        finally:
+            # Y lives in these buffers: they are free once it is copied out.
+            free.put(buffers)
+
+    if workers > 1 and run_tasks is not None:
+        run_tasks(chunk, chunks)
+    else:
+        for bounds in chunks:
+            chunk(bounds)
     return out
+
+
+def _transform_chunk(xp: Any, xpad: Any, bounds: tuple[int, int, int, int],
+                     buffers: _Buffers, BT: Any, AT: Any, U: Any, m: int, ntw: int,
+                     need_copy: bool) -> tuple[Any, int, int]:
+    """Input transform, products and output transform of one chunk: ``(Y, first row, th)``."""
+    n0, n1, t0, t1 = bounds
+    N, C, Hp, Wp = xpad.shape
+    A2, G, Og, Cg = U.shape
+    a = m + 2
+    Cout = G * Og
+    Wq = ntw * m + 2
+    n, th = n1 - n0, t1 - t0
+    hq = th * m + 2
+    r0 = t0 * m
+    if need_copy:
+        # A contiguous band, zero-extended to whole tiles.
+        xs = buffers.copy[:n * C * hq * Wq].reshape(n, C, hq, Wq)
+        src = xpad[n0:n1, :, r0:min(Hp, r0 + hq), :]
+        xs[:, :, :src.shape[2], :Wp] = src
+        if src.shape[2] < hq:
+            xs[:, :, src.shape[2]:] = 0
+        if Wp < Wq:
+            xs[:, :, :, Wp:] = 0
+    else:
+        xs = xpad[n0:n1]
+    tiles = th * n * ntw
+    arena1, arena2 = buffers.arena1, buffers.arena2
+    # Width pass, per tile column s:
+    # T1[b, n, s, (c, row)] = sum_j BT[b, j] x[n, c, row, s*m + j].
+    T1 = arena1[:a * n * ntw * C * hq].reshape(a, n, ntw, C * hq)
+    for s in range(ntw):
+        win = xp.swapaxes(xs[..., s * m:s * m + a].reshape(n, C * hq, a), 1, 2)
+        xp.matmul(BT, win, out=xp.swapaxes(T1[:, :, s], 0, 1))
+    # Height pass, per tile row t:
+    # V[a, b, t, (n, s, c)] = sum_i BT[a, i] T1[b, n, s, c, t*m + i].
+    V = arena2[:A2 * tiles * C].reshape(a, a, th, n * ntw * C)
+    T1r = T1.reshape(a, n * ntw * C, hq)
+    for t in range(th):
+        xp.matmul(BT, xp.swapaxes(T1r[:, :, t * m:t * m + a], 1, 2),
+                  out=xp.swapaxes(V[:, :, t], 0, 1))
+    # The products, per transform position and group: (Og, Cg) @ (Cg, tiles).
+    Vg = xp.transpose(V.reshape(A2, tiles, G, Cg), (0, 2, 3, 1))
+    M = arena1[:A2 * tiles * Cout].reshape(A2, G, Og, tiles)
+    xp.matmul(U, Vg, out=M)
+    # Output transform: S = A^T M over a, then Y = S A over b, with j last.
+    S = arena2[:m * a * tiles * Cout].reshape(m, a * tiles * Cout)
+    xp.matmul(AT, M.reshape(a, a * tiles * Cout), out=S)
+    Y = arena1[:m * tiles * Cout * m].reshape(m, tiles * Cout, m)
+    xp.matmul(xp.swapaxes(S.reshape(m, a, tiles * Cout), 1, 2), AT.T, out=Y)
+    return Y.reshape(m, G, Og, th, n, ntw * m), r0, th
 
 
 # -- the ops -------------------------------------------------------------------------------
 def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
            scratch_bytes: int, *, tile: int | None = None, chunk_bytes: int | None = None,
+           workers: int = 1,
            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None) -> Any:
     """``conv2d`` with a 3x3 kernel, stride 1 and dilation 1, on an already padded input.
 
@@ -488,9 +540,13 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
         ``m`` of ``F(m x m, 3 x 3)``; by default :func:`choose_tile`'s.
     chunk_bytes : int, optional
         A smaller working-set target (a cache size) for the chunks.
+    workers : int, optional
+        Chunks to compute concurrently through ``run_tasks`` (default 1).
     run_tasks : callable, optional
-        ``run_tasks(fn, tasks)`` runs ``fn`` on every task, possibly in
-        parallel; it is given only copies, never matrix products.
+        ``run_tasks(fn, tasks)`` runs ``fn`` on every task, possibly
+        concurrently.  With ``workers > 1`` the tasks are whole chunks, whose
+        matrix products must then not start threads of their own; otherwise
+        they are copies.
 
     Returns
     -------
@@ -498,12 +554,13 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
     """
     m = tile or choose_tile(out_hw, w.shape[1])
     wt = transform_weight(xp, w, groups, m)
-    return _engine(xp, xpad, wt, out_hw, scratch_bytes, chunk_bytes, run_tasks)
+    return _engine(xp, xpad, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks)
 
 
 def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: int,
                      out_hw: tuple[int, int], scratch_bytes: int, *,
                      tile: int | None = None, chunk_bytes: int | None = None,
+                     workers: int = 1,
                      run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
                      ) -> Any:
     """Stride-1 ``conv_transpose2d`` with a 3x3 kernel: a full correlation with the flipped,
@@ -520,7 +577,7 @@ def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: 
     # The products sum over this op's input channels: w's first axis, per group.
     m = tile or choose_tile(out_hw, w.shape[0] // groups)
     wt = transform_weight(xp, w, groups, m).adjoint(xp)
-    return _engine(xp, xe, wt, out_hw, scratch_bytes, chunk_bytes, run_tasks)
+    return _engine(xp, xe, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks)
 
 
 def correlate_planes(xp: Any, ext: Any, w: Any, out_shape: tuple[int, int],

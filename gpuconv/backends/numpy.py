@@ -11,6 +11,7 @@ oversubscribe the cores.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,18 @@ def num_threads() -> int:
     except AttributeError:
         cores = os.cpu_count() or 1
     return max(1, min(cores, _MAX_THREADS))
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_single_thread() -> Callable[[], Any] | None:
+    """A context manager factory that limits BLAS to one thread, or ``None`` without
+    threadpoolctl (an optional dependency)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController()
+    return lambda: controller.limit(limits=1, user_api="blas")
 
 
 # -- thread pool -----------------------------------------------------------------------
@@ -332,9 +345,21 @@ class NumpyBackend(ArrayBackend):
     # -- kernels -----------------------------------------------------------
     def _winograd_options(self) -> dict[str, Any]:
         threads = num_threads()
-        # The pool runs only the copies into the output, never BLAS.
-        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES,
-                "run_tasks": lambda fn, tasks: _run_tasks(fn, tasks, threads)}
+        limit = _blas_single_thread()
+        if limit is None:
+            # Chunks one after the other, BLAS threading each product; the
+            # pool runs only the copies into the output.
+            return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES,
+                    "run_tasks": lambda fn, tasks: _run_tasks(fn, tasks, threads)}
+
+        def run_tasks(fn: Callable[[Any], None], tasks: list[Any]) -> None:
+            # Whole chunks on the pool's threads, each product on one thread:
+            # the transforms' small products would not thread in BLAS.
+            with limit():
+                _run_tasks(fn, tasks, threads)
+
+        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES, "workers": threads,
+                "run_tasks": run_tasks}
 
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
