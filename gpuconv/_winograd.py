@@ -94,6 +94,8 @@ __all__ = [
     "choose_tile",
     "transform_weight",
     "conv2d",
+    "weight_grad",
+    "weight_grad_error_bound",
     "conv_transpose2d",
     "correlate_planes",
     "error_bound",
@@ -464,45 +466,63 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
     return out
 
 
+def _load(xp: Any, src: Any, n0: int, n1: int, r0: int, rows: int, cols: int,
+          buffer: Any | None) -> Any:
+    """Images ``n0:n1``, rows ``r0:r0 + rows`` and columns ``:cols`` of ``src`` as a
+    C-contiguous array, zero-extended past its edges; a view when that is one already."""
+    H, W = src.shape[2:]
+    if buffer is None:
+        return src[n0:n1]
+    n, C = n1 - n0, src.shape[1]
+    xs = buffer[:n * C * rows * cols].reshape(n, C, rows, cols)
+    part = src[n0:n1, :, r0:min(H, r0 + rows), :min(W, cols)]
+    xs[:, :, :part.shape[2], :part.shape[3]] = part
+    if part.shape[2] < rows:
+        xs[:, :, part.shape[2]:] = 0
+    if part.shape[3] < cols:
+        xs[:, :, :, part.shape[3]:] = 0
+    return xs
+
+
+def _two_pass(xp: Any, xs: Any, mat: Any, m: int, ntw: int, th: int, t1_buffer: Any,
+              out_buffer: Any) -> Any:
+    """``mat`` (a x k) applied along the width, then the height, of every tile of ``xs``.
+
+    ``xs`` (n, c, th*m + k - m, ntw*m + k - m) holds tiles of k x k samples that start
+    every m; the result ``V (a, a, tiles, c)`` with tiles in (t, n, s) order, in
+    ``out_buffer``.  Both passes are small matrix products on strided views:
+    ``T1[b, n, s, (c, row)] = sum_j mat[b, j] x[n, c, row, s*m + j]``, then
+    ``V[a, b, t, (n, s, c)] = sum_i mat[a, i] T1[b, n, s, c, t*m + i]``.
+    """
+    a, k = mat.shape
+    n, c, hq = xs.shape[:3]
+    T1 = t1_buffer[:a * n * ntw * c * hq].reshape(a, n, ntw, c * hq)
+    for s in range(ntw):
+        win = xp.swapaxes(xs[..., s * m:s * m + k].reshape(n, c * hq, k), 1, 2)
+        xp.matmul(mat, win, out=xp.swapaxes(T1[:, :, s], 0, 1))
+    V = out_buffer[:a * a * th * n * ntw * c].reshape(a, a, th, n * ntw * c)
+    T1r = T1.reshape(a, n * ntw * c, hq)
+    for t in range(th):
+        xp.matmul(mat, xp.swapaxes(T1r[:, :, t * m:t * m + k], 1, 2),
+                  out=xp.swapaxes(V[:, :, t], 0, 1))
+    return V.reshape(a * a, th * n * ntw, c)
+
+
 def _transform_chunk(xp: Any, xpad: Any, bounds: tuple[int, int, int, int],
                      buffers: _Buffers, BT: Any, AT: Any, U: Any, m: int, ntw: int,
                      need_copy: bool) -> tuple[Any, int, int]:
     """Input transform, products and output transform of one chunk: ``(Y, first row, th)``."""
     n0, n1, t0, t1 = bounds
-    N, C, Hp, Wp = xpad.shape
     A2, G, Og, Cg = U.shape
     a = m + 2
     Cout = G * Og
-    Wq = ntw * m + 2
     n, th = n1 - n0, t1 - t0
-    hq = th * m + 2
     r0 = t0 * m
-    if need_copy:
-        # A contiguous band, zero-extended to whole tiles.
-        xs = buffers.copy[:n * C * hq * Wq].reshape(n, C, hq, Wq)
-        src = xpad[n0:n1, :, r0:min(Hp, r0 + hq), :]
-        xs[:, :, :src.shape[2], :Wp] = src
-        if src.shape[2] < hq:
-            xs[:, :, src.shape[2]:] = 0
-        if Wp < Wq:
-            xs[:, :, :, Wp:] = 0
-    else:
-        xs = xpad[n0:n1]
+    xs = _load(xp, xpad, n0, n1, r0, th * m + 2, ntw * m + 2,
+               buffers.copy if need_copy else None)
     tiles = th * n * ntw
     arena1, arena2 = buffers.arena1, buffers.arena2
-    # Width pass, per tile column s:
-    # T1[b, n, s, (c, row)] = sum_j BT[b, j] x[n, c, row, s*m + j].
-    T1 = arena1[:a * n * ntw * C * hq].reshape(a, n, ntw, C * hq)
-    for s in range(ntw):
-        win = xp.swapaxes(xs[..., s * m:s * m + a].reshape(n, C * hq, a), 1, 2)
-        xp.matmul(BT, win, out=xp.swapaxes(T1[:, :, s], 0, 1))
-    # Height pass, per tile row t:
-    # V[a, b, t, (n, s, c)] = sum_i BT[a, i] T1[b, n, s, c, t*m + i].
-    V = arena2[:A2 * tiles * C].reshape(a, a, th, n * ntw * C)
-    T1r = T1.reshape(a, n * ntw * C, hq)
-    for t in range(th):
-        xp.matmul(BT, xp.swapaxes(T1r[:, :, t * m:t * m + a], 1, 2),
-                  out=xp.swapaxes(V[:, :, t], 0, 1))
+    V = _two_pass(xp, xs, BT, m, ntw, th, arena1, arena2)
     # The products, per transform position and group: (Og, Cg) @ (Cg, tiles).
     Vg = xp.transpose(V.reshape(A2, tiles, G, Cg), (0, 2, 3, 1))
     M = arena1[:A2 * tiles * Cout].reshape(A2, G, Og, tiles)
@@ -513,6 +533,103 @@ def _transform_chunk(xp: Any, xpad: Any, bounds: tuple[int, int, int, int],
     Y = arena1[:m * tiles * Cout * m].reshape(m, tiles * Cout, m)
     xp.matmul(xp.swapaxes(S.reshape(m, a, tiles * Cout), 1, 2), AT.T, out=Y)
     return Y.reshape(m, G, Og, th, n, ntw * m), r0, th
+
+
+def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: int, *,
+                tile: int | None = None, chunk_bytes: int | None = None, workers: int = 1,
+                run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
+                ) -> Any:
+    """The weight gradient of a 3x3, stride-1 ``conv2d`` on the padded input ``xpad``.
+
+    ``dw[o, c] = sum_n corr(xpad[n, c], grad_out[n, o])``, through the transpose of
+    Winograd's algorithm: ``dU = sum_tiles (A dY A^T) * (B^T d B)`` as one
+    ``(C_out/groups x tiles) @ (tiles x C_in/groups)`` product per transform position
+    and group, then ``dw = G^T dU G`` (in float64).
+
+    Parameters
+    ----------
+    xp : module
+    xpad : array, shape (N, C, Hp, Wp)
+        The forward input, padded, C-contiguous.
+    grad_out : array, shape (N, C_out, Hp - 2, Wp - 2)
+        C-contiguous, of ``xpad``'s dtype.
+    groups : int
+    scratch_bytes : int
+    tile, chunk_bytes, workers, run_tasks
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    array, shape (C_out, C / groups, 3, 3)
+    """
+    N, C, Hp, Wp = xpad.shape
+    Cout = grad_out.shape[1]
+    Ho, Wo = Hp - 2, Wp - 2
+    G, Cg, Og = groups, C // groups, Cout // groups
+    m = tile or choose_tile((Ho, Wo), 1 << 30)
+    t = TILES[m]
+    a, A2 = t.alpha, t.alpha ** 2
+    nth, ntw = -(-Ho // m), -(-Wo // m)
+    dtype = xpad.dtype
+    BT = xp.asarray(np.array(t.BT, dtype=dtype))
+    A = xp.asarray(np.array(t.AT, dtype=dtype).T)
+    # Per tile row of one image: both chunk copies, the width pass of either, the
+    # input transform and the output gradient's.
+    row = (2 * C * m * (ntw * m + 2) + 2 * Cout * m * ntw * m
+           + 2 * a * ntw * max(C, Cout) * m + A2 * ntw * (C + Cout)) * dtype.itemsize
+    workers = max(1, min(workers, N * nth))
+    budget = scratch_bytes if chunk_bytes is None else min(scratch_bytes, chunk_bytes)
+    chunks = _chunk_plan(N, nth, row, budget // workers, scratch_bytes // workers,
+                         -(-_MIN_TILES // ntw), workers)
+    workers = min(workers, len(chunks))
+    big_n = max(n1 - n0 for n0, n1, _, _ in chunks)
+    big_t = max(t1 - t0 for _, _, t0, t1 in chunks)
+    tiles_max = big_n * big_t * ntw
+    copy_x = Wp != ntw * m + 2 or Hp != nth * m + 2 or big_t < nth
+    copy_dy = Wo != ntw * m or Ho != nth * m or big_t < nth
+
+    class Worker:
+        def __init__(self) -> None:
+            self.x = xp.empty(big_n * C * (big_t * m + 2) * (ntw * m + 2), dtype) if copy_x else None
+            self.dy = xp.empty(big_n * Cout * big_t * m * ntw * m, dtype) if copy_dy else None
+            self.t1 = xp.empty(a * big_n * ntw * max(C * (big_t * m + 2), Cout * big_t * m), dtype)
+            self.v = xp.empty(A2 * tiles_max * C, dtype)
+            self.d = xp.empty(A2 * tiles_max * Cout, dtype)
+            self.dU = xp.zeros((A2, G, Og, Cg), dtype)
+
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    pool = [Worker() for _ in range(workers)]
+    for wk in pool:
+        free.put(wk)
+
+    def chunk(bounds: tuple[int, int, int, int]) -> None:
+        n0, n1, t0, t1 = bounds
+        wk = free.get()
+        try:
+            th = t1 - t0
+            tiles = th * (n1 - n0) * ntw
+            xs = _load(xp, xpad, n0, n1, t0 * m, th * m + 2, ntw * m + 2, wk.x)
+            V = _two_pass(xp, xs, BT, m, ntw, th, wk.t1, wk.v)
+            ds = _load(xp, grad_out, n0, n1, t0 * m, th * m, ntw * m, wk.dy)
+            D = _two_pass(xp, ds, A, m, ntw, th, wk.t1, wk.d)
+            # dU[ab, g] += (Og, tiles) @ (tiles, Cg)
+            Dg = xp.transpose(D.reshape(A2, tiles, G, Og), (0, 2, 3, 1))
+            Vg = xp.swapaxes(V.reshape(A2, tiles, G, Cg), 1, 2)
+            wk.dU += xp.matmul(Dg, Vg)
+        finally:
+            free.put(wk)
+
+    if workers > 1 and run_tasks is not None:
+        run_tasks(chunk, chunks)
+    else:
+        for bounds in chunks:
+            chunk(bounds)
+    dU = pool[0].dU.astype(_wide(dtype))
+    for wk in pool[1:]:
+        dU += wk.dU
+    GG = xp.asarray(np.kron(np.array(t.G, dtype=np.float64), np.array(t.G, dtype=np.float64)))
+    dw = xp.matmul(GG.T, dU.reshape(A2, Cout * Cg))       # (9, (g, o, c))
+    return xp.ascontiguousarray(dw.T.astype(dtype)).reshape(Cout, Cg, 3, 3)
 
 
 # -- the ops -------------------------------------------------------------------------------
@@ -689,3 +806,49 @@ def error_bound(xpad: Any, w: Any, groups: int, m: int, dtype: Any) -> np.ndarra
     eps = float(np.finfo(dtype).eps) / 2
     n = rounding_steps(m, np.shape(w)[1], dtype.kind == "c")
     return n * eps / (1 - n * eps) * magnitude(xpad, w, groups, m)
+
+
+def weight_grad_error_bound(xpad: Any, grad_out: Any, groups: int, m: int,
+                            dtype: Any) -> np.ndarray:
+    """Per-element bound on the rounding error of :func:`weight_grad` (float64 NumPy).
+
+    ``gamma_n * |G^T| (sum_tiles |A||dY||A^T| * |B^T||d||B|) |G|`` with
+    ``n = 2 * tiles + 4 * alpha + 10`` (the sum over every tile of the batch,
+    chunk by chunk, and the transforms); twice that for complex data.
+
+    Returns
+    -------
+    numpy.ndarray, shape (C_out, C / groups, 3, 3)
+    """
+    tile = TILES[m]
+    a = tile.alpha
+    AT, G, BT = (np.abs(np.array(M, dtype=float)) for M in (tile.AT, tile.G, tile.BT))
+    x = np.abs(np.asarray(xpad)).astype(np.float64)
+    dy = np.abs(np.asarray(grad_out)).astype(np.float64)
+    N, C, Hp, Wp = x.shape
+    Cout = dy.shape[1]
+    Ho, Wo = Hp - 2, Wp - 2
+    nth, ntw = -(-Ho // m), -(-Wo // m)
+    xe = np.zeros((N, C, nth * m + 2, ntw * m + 2))
+    xe[:, :, :Hp, :Wp] = x
+    de = np.zeros((N, Cout, nth * m, ntw * m))
+    de[:, :, :Ho, :Wo] = dy
+    s = xe.strides
+    xt = np.lib.stride_tricks.as_strided(xe, (N, C, nth, ntw, a, a),
+                                         (s[0], s[1], m * s[2], m * s[3], s[2], s[3]))
+    dt = de.reshape(N, Cout, nth, m, ntw, m).transpose(0, 1, 2, 4, 3, 5)
+    v = np.einsum("kp,nctspq,lq->nctskl", BT, xt, BT)
+    d = np.einsum("ik,notsij,jl->notskl", AT, dt, AT)
+    Cg, Og = C // groups, Cout // groups
+    du = np.einsum("ngotskl,ngctskl->gockl", d.reshape(N, groups, Og, nth, ntw, a, a),
+                   v.reshape(N, groups, Cg, nth, ntw, a, a))
+    mag = np.einsum("ku,gockl,lv->gocuv", G, du, G).reshape(Cout, Cg, 3, 3)
+    dtype = np.dtype(dtype)
+    if dtype == np.float16:
+        dtype = np.dtype(np.float32)
+    eps = float(np.finfo(dtype).eps) / 2
+    n = 2 * N * nth * ntw + 4 * a + 10
+    if dtype.kind == "c":
+        n *= 2
+    return n * eps / (1 - n * eps) * mag
+

@@ -336,6 +336,55 @@ def test_measured_error_against_direct_summation(rng):
     assert rms[4] > rms[2]
 
 
+# -- the weight gradient -------------------------------------------------------------------------
+def exact_weight_grad(xpad, dy, groups):
+    x = np.asarray(xpad).astype(np.longdouble)
+    dy = np.asarray(dy).astype(np.longdouble)
+    N, C, Hp, Wp = x.shape
+    Cout, Ho, Wo = dy.shape[1:]
+    Cg, Og = C // groups, Cout // groups
+    out = np.zeros((groups, Og, Cg, 3, 3), dtype=np.longdouble)
+    xg = x.reshape(N, groups, Cg, Hp, Wp)
+    dg = dy.reshape(N, groups, Og, Ho, Wo)
+    for u in range(3):
+        for v in range(3):
+            out[..., u, v] = np.einsum("ngohw,ngchw->goc", dg, xg[:, :, :, u:u + Ho, v:v + Wo])
+    return out.reshape(Cout, Cg, 3, 3)
+
+
+@pytest.mark.parametrize("m", sorted(_winograd.TILES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_grad_within_the_error_bound(m, dtype, rng):
+    for N, C, Hp, Wp, Cout, G, limit in [(2, 4, 11, 13, 6, 2, 2**26), (3, 16, 10, 10, 8, 1, 2**26),
+                                         (2, 8, 21, 9, 8, 1, 30_000)]:
+        xpad = random_array(rng, (N, C, Hp, Wp), dtype)
+        dy = random_array(rng, (N, Cout, Hp - 2, Wp - 2), dtype)
+        got = _winograd.weight_grad(np, xpad, dy, G, limit, tile=m)
+        assert got.shape == (Cout, C // G, 3, 3) and got.dtype == dtype
+        exact = exact_weight_grad(xpad, dy, G)
+        tol = _winograd.weight_grad_error_bound(xpad, dy, G, m, dtype)
+        err = np.abs(got.astype(np.longdouble) - exact).astype(np.float64)
+        assert np.all(err <= tol), np.max(err / tol)
+
+
+def test_weight_grad_through_functional(rng):
+    from gpuconv.nn import functional as F
+
+    x = random_array(rng, (3, 8, 9, 7), np.float64)
+    dy = random_array(rng, (3, 4, 9, 7), np.float64)
+    for padding_mode in PADDING_MODES:
+        args = ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, padding_mode)
+        np.testing.assert_allclose(F.conv2d_weight_grad(x, dy, *args, method="winograd"),
+                                   F.conv2d_weight_grad(x, dy, *args, method="direct"),
+                                   rtol=1e-12, atol=1e-12)
+    got = F.conv2d_weight_grad(x.astype(np.float16), dy.astype(np.float16), (3, 3), (1, 1),
+                               (1, 1, 1, 1), (1, 1), 1, method="winograd")
+    assert got.dtype == np.float16
+    with pytest.raises(ValueError, match="method='winograd' needs a 3x3 kernel"):
+        F.conv2d_weight_grad(x, dy[..., ::2, ::2], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1,
+                             method="winograd")
+
+
 # -- the nn layer ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 def test_conv2d_layer_gradients_match_direct(padding_mode, rng, monkeypatch):

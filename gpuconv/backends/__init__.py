@@ -85,6 +85,11 @@ class ArrayBackend:
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"
 
+    def winograd_options(self) -> dict[str, Any]:
+        """Keyword options of :mod:`gpuconv._winograd`'s entry points on this backend
+        (working-set target, concurrent chunks); none by default."""
+        return {}
+
     # -- kernels -----------------------------------------------------------
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
@@ -104,7 +109,8 @@ class ArrayBackend:
 
             ext = _generic._extended_for(self.xp, x, w.shape, out_shape, origin, boundary,
                                          fillvalue)
-            return _winograd.correlate_planes(self.xp, ext, w, out_shape, scratch_bytes)
+            return _winograd.correlate_planes(self.xp, ext, w, out_shape, scratch_bytes,
+                                              **self.winograd_options())
         raise _unimplemented(self, method)
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
@@ -126,7 +132,7 @@ class ArrayBackend:
             from .. import _winograd
 
             return _winograd.conv2d(self.xp, self.xp.ascontiguousarray(xpad), w, groups,
-                                    (Ho, Wo), scratch_bytes)
+                                    (Ho, Wo), scratch_bytes, **self.winograd_options())
         raise _unimplemented(self, method)
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
@@ -146,7 +152,7 @@ class ArrayBackend:
             from .. import _winograd
 
             return _winograd.conv_transpose2d(self.xp, x, w, padding, groups, out_hw,
-                                              scratch_bytes)
+                                              scratch_bytes, **self.winograd_options())
         raise _unimplemented(self, method)
 
 

@@ -6,7 +6,8 @@ over row-pitched images: with stride 1, every kernel tap's operand is one
 contiguous run per channel, so ``"gemm"`` builds its bounded column buffer
 with long memcpys and ``"direct"`` hands BLAS strided views with no copy.
 BLAS keeps its own threads; the pool never calls BLAS, so the two never
-oversubscribe the cores.
+oversubscribe the cores, except for ``"winograd"``, whose chunks run on the
+pool with BLAS limited to one thread meanwhile (with threadpoolctl).
 """
 
 from __future__ import annotations
@@ -343,7 +344,7 @@ class NumpyBackend(ArrayBackend):
         return "cpu"
 
     # -- kernels -----------------------------------------------------------
-    def _winograd_options(self) -> dict[str, Any]:
+    def winograd_options(self) -> dict[str, Any]:
         threads = num_threads()
         limit = _blas_single_thread()
         if limit is None:
@@ -363,12 +364,6 @@ class NumpyBackend(ArrayBackend):
 
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
-        if method == "winograd":
-            from .. import _winograd
-
-            ext = _generic._extended_for(np, x, w.shape, out_shape, origin, boundary, fillvalue)
-            return _winograd.correlate_planes(np, ext, w, out_shape, scratch_bytes,
-                                              **self._winograd_options())
         if method not in ("direct", "gemm"):
             return super().correlate_planes(x, w, out_shape, origin, boundary, fillvalue,
                                             method, scratch_bytes)
@@ -383,17 +378,12 @@ class NumpyBackend(ArrayBackend):
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
                scratch_bytes):
-        if method not in ("direct", "gemm", "winograd"):
+        if method not in ("direct", "gemm"):
             return super().conv2d(x, w, stride, pads, dilation, groups, padding_mode, method,
                                   scratch_bytes)
         xpad = np.ascontiguousarray(_generic.pad_nchw(np, x, pads, padding_mode))
         Ho = (xpad.shape[2] - dilation[0] * (w.shape[2] - 1) - 1) // stride[0] + 1
         Wo = (xpad.shape[3] - dilation[1] * (w.shape[3] - 1) - 1) // stride[1] + 1
-        if method == "winograd":
-            from .. import _winograd
-
-            return _winograd.conv2d(np, xpad, w, groups, (Ho, Wo), scratch_bytes,
-                                    **self._winograd_options())
         return self._conv(xpad, w, stride, dilation, groups, (Ho, Wo), method, scratch_bytes)
 
     def _conv(self, xpad, w, stride, dilation, groups, out_hw, method, scratch_bytes):
@@ -406,11 +396,6 @@ class NumpyBackend(ArrayBackend):
 
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
                          scratch_bytes):
-        if method == "winograd":
-            from .. import _winograd
-
-            return _winograd.conv_transpose2d(np, x, w, padding, groups, out_hw, scratch_bytes,
-                                              **self._winograd_options())
         if method not in ("direct", "gemm") or stride != (1, 1):
             return super().conv_transpose2d(x, w, stride, padding, dilation, groups, out_hw,
                                             method, scratch_bytes)

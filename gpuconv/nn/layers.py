@@ -86,10 +86,9 @@ class Conv2D(Module):
         (NumPy under ``"auto"``).
     method : str, keyword-only
         ``method`` of the three convolutions (forward, weight and input gradient).
-        With ``'winograd'`` (3x3 kernels, stride 1, dilation 1) the input
-        gradient reuses the forward pass's weight transform, and the weight
-        gradient uses the ``'auto'`` path (see
-        :func:`gpuconv.nn.functional.conv2d_weight_grad`).
+        With ``'winograd'`` (3x3 kernels, stride 1, dilation 1) all three are
+        Winograd's algorithm, and the input gradient reuses the forward
+        pass's weight transform.
 
     Notes
     -----
@@ -200,11 +199,8 @@ class Conv2D(Module):
             x, grad_out = x[None], grad_out[None]
         common = dict(stride=self.stride, pads=pads, dilation=self.dilation, groups=self.groups,
                       padding_mode=self.padding_mode)
-        # The weight gradient's kernel is the output gradient, not 3x3: winograd
-        # does not apply to it.
-        wg_method = "auto" if self.method == "winograd" else self.method
         self.weight.accumulate(F.conv2d_weight_grad(x, grad_out, self.kernel_size, **common,
-                                                    method=wg_method))
+                                                    method=self.method))
         if self.bias is not None:
             self.bias.accumulate(grad_out.sum(axis=(0, 2, 3)))
         with _winograd.reuse_weight_transforms(self._transforms):
