@@ -464,3 +464,29 @@ def test_generic_code_on_the_emulated_cupy_backend(rng, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # The generic path ran (no native kernel launches for winograd).
     assert not any(k.launches for k in emulated.emulated_kernels.values())
+
+
+def test_blas_threads_restored_after_concurrent_calls(rng):
+    # The NumPy backend runs chunks on its pool with BLAS at one thread; calls from
+    # several threads at once must leave BLAS's own limit as they found it.
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is not "
+                                        "installed: chunks then run one after the other")
+    import threading
+
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info()]
+    x = random_array(rng, (8, 16, 30, 30), np.float32)
+    w = random_array(rng, (16, 16, 3, 3), np.float32)
+    want = gpuconv.conv2d(x, w, padding=1, method="winograd")
+    results = []
+
+    def run():
+        for _ in range(5):
+            results.append(gpuconv.conv2d(x, w, padding=1, method="winograd"))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info()] == before
+    assert len(results) == 15 and all(np.array_equal(r, want) for r in results)

@@ -12,11 +12,12 @@ pool with BLAS limited to one thread meanwhile (with threadpoolctl).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -49,15 +50,39 @@ def num_threads() -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _blas_single_thread() -> Callable[[], Any] | None:
-    """A context manager factory that limits BLAS to one thread, or ``None`` without
-    threadpoolctl (an optional dependency)."""
+def _blas_controller() -> Any:
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
-    controller = ThreadpoolController()
-    return lambda: controller.limit(limits=1, user_api="blas")
+    return ThreadpoolController()
+
+
+_BLAS_LIMIT_LOCK = threading.Lock()
+_BLAS_LIMIT_DEPTH = 0
+_BLAS_LIMITER: Any = None
+
+
+@contextlib.contextmanager
+def _blas_single_thread() -> Iterator[None]:
+    """BLAS at one thread for the duration (threadpoolctl must be installed).
+
+    Reference-counted, so that calls from several threads restore the
+    original limit only when the last one leaves.
+    """
+    global _BLAS_LIMIT_DEPTH, _BLAS_LIMITER
+    with _BLAS_LIMIT_LOCK:
+        if _BLAS_LIMIT_DEPTH == 0:
+            _BLAS_LIMITER = _blas_controller().limit(limits=1, user_api="blas")
+        _BLAS_LIMIT_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LIMIT_LOCK:
+            _BLAS_LIMIT_DEPTH -= 1
+            if _BLAS_LIMIT_DEPTH == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
 
 
 # -- thread pool -----------------------------------------------------------------------
@@ -346,8 +371,7 @@ class NumpyBackend(ArrayBackend):
     # -- kernels -----------------------------------------------------------
     def winograd_options(self) -> dict[str, Any]:
         threads = num_threads()
-        limit = _blas_single_thread()
-        if limit is None:
+        if _blas_controller() is None:
             # Chunks one after the other, BLAS threading each product; the
             # pool runs only the copies into the output.
             return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES,
@@ -356,7 +380,7 @@ class NumpyBackend(ArrayBackend):
         def run_tasks(fn: Callable[[Any], None], tasks: list[Any]) -> None:
             # Whole chunks on the pool's threads, each product on one thread:
             # the transforms' small products would not thread in BLAS.
-            with limit():
+            with _blas_single_thread():
                 _run_tasks(fn, tasks, threads)
 
         return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES, "workers": threads,
