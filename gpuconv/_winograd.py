@@ -92,6 +92,7 @@ __all__ = [
     "WeightTransform",
     "check_winograd",
     "choose_tile",
+    "cost_features",
     "transform_weight",
     "conv2d",
     "weight_grad",
@@ -630,6 +631,49 @@ def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: i
     GG = xp.asarray(np.kron(np.array(t.G, dtype=np.float64), np.array(t.G, dtype=np.float64)))
     dw = xp.matmul(GG.T, dU.reshape(A2, Cout * Cg))       # (9, (g, o, c))
     return xp.ascontiguousarray(dw.T.astype(dtype)).reshape(Cout, Cg, 3, 3)
+
+
+# -- cost ---------------------------------------------------------------------------------
+def cost_features(x_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: int,
+                  out_hw: tuple[int, int], transposed: bool = False) -> dict[str, float]:
+    """Operation counts of one ``conv2d`` (or stride-1 ``conv_transpose2d``) by Winograd.
+
+    ``macs``: the batched products; ``transform``: elements the input and output
+    transforms write (each a small product of ``alpha`` terms); ``copies``:
+    elements copied (the output, and the input when tiles overhang it);
+    ``weight_macs``: the weight transform; ``calls``: matrix-product calls
+    (Python and launch overhead).  For a cost model like
+    ``sum_k c_k * feature_k``, fitted per machine.
+
+    Examples
+    --------
+    >>> from gpuconv._winograd import cost_features
+    >>> f = cost_features((32, 64, 30, 30), (64, 64, 3, 3), 1, (28, 28))
+    >>> f["macs"] / (32 * 64 * 64 * 9 * 28 * 28)   # 4x fewer than direct
+    0.25
+    """
+    N, C = x_shape[:2]
+    if transposed:
+        Cin, Coutg = w_shape[:2]
+        Cg, Cout = Cin // groups, Coutg * groups
+    else:
+        Cout, Cg = w_shape[:2]
+    m = choose_tile(out_hw, Cg)
+    a = m + 2
+    nth, ntw = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    tiles = N * nth * ntw
+    t1 = a * N * ntw * C * (nth * m + 2)
+    ragged = out_hw[0] % m or out_hw[1] % m
+    chunks = max(1, -(-tiles // _MIN_TILES))
+    return {
+        "macs": float(a * a * tiles * Cg * Cout),
+        "transform": float(t1 + a * a * tiles * C + a * a * tiles * Cout
+                           + (m * a + m * m) * tiles * Cout),
+        "copies": float(N * Cout * out_hw[0] * out_hw[1]
+                        + (N * C * (nth * m + 2) * (ntw * m + 2) if ragged else 0)),
+        "weight_macs": float(a * a * 9 * Cout * Cg),
+        "calls": float(chunks * (ntw + nth + 3 + m)),
+    }
 
 
 # -- the ops -------------------------------------------------------------------------------
