@@ -14,7 +14,6 @@ import scipy.signal
 import gpuconv
 from conftest import random_array
 from gpuconv import _winograd, nn, reference
-from gpuconv.backend import get_backend_object
 
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -26,7 +25,7 @@ def exact_conv(xpad, w, groups):
     wide = np.clongdouble if np.iscomplexobj(xpad) or np.iscomplexobj(w) else np.longdouble
     x = np.asarray(xpad).astype(wide)
     w = np.asarray(w).astype(wide)
-    N, C, Hp, Wp = x.shape
+    N, _, Hp, Wp = x.shape
     Cout, Cg = w.shape[:2]
     Ho, Wo = Hp - 2, Wp - 2
     xg = x.reshape(N, groups, Cg, Hp, Wp)
@@ -438,7 +437,7 @@ def test_conv2d_layer_finite_differences(rng):
         assert abs(fd - gx[idx]) < 1e-6 * max(1.0, abs(fd))
 
 
-# -- the CuPy backend's code, emulated on the CPU ---------------------------------------------------
+# -- the CuPy backend's code, emulated on the CPU ------------------------------------------------
 def test_generic_code_on_the_emulated_cupy_backend(rng, monkeypatch):
     kernel_emulator = pytest.importorskip("kernel_emulator")
     from gpuconv import backend as registry
