@@ -39,7 +39,7 @@ BOUNDARIES = {
     "symm": "symm",
     "symmetric": "symm",
 }
-METHODS = ("auto", "direct", "gemm", "fft", "overlap-add")
+METHODS = ("auto", "direct", "gemm", "fft", "overlap-add", "winograd")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 _FLOAT_KINDS = {

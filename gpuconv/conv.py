@@ -18,12 +18,13 @@ from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_d
                          warn_nonfinite)
 from ._geometry import conv_output_hw, extent, resolve_padding, transpose_output_hw
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
+from ._winograd import check_winograd
 from .backend import resolve_backend
 
 __all__ = ["conv2d", "conv_transpose2d", "output_shape"]
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
-Method = Literal["auto", "direct", "gemm", "fft", "overlap-add"]
+Method = Literal["auto", "direct", "gemm", "fft", "overlap-add", "winograd"]
 
 
 # The padding rules live with the other shape rules; this name stays for callers.
@@ -158,16 +159,19 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
         How the padding is filled, as in :class:`torch.nn.Conv2d`.
         ``'reflect'`` needs padding smaller than the input, ``'circular'``
         no larger.
-    method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add'}, keyword-only
+    method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add', 'winograd'}, keyword-only
         ``'direct'`` accumulates one matrix product per kernel tap (on the
         GPU: gpuconv's CUDA kernel); ``'gemm'`` builds im2col columns in
         chunks bounded by :func:`gpuconv.scratch_limit` and does one matrix
         product per chunk; ``'fft'`` and ``'overlap-add'`` multiply spectra
         (whole planes, or blocks), summing channels per frequency, with a
-        normwise rounding error and NaN/Inf spread over the plane.
-        ``'auto'`` (default) takes the cheapest exact method, or an FFT
-        method where it is estimated at least twice as fast and the inputs
-        are finite (see :func:`gpuconv.choose_method`).
+        normwise rounding error and NaN/Inf spread over the plane;
+        ``'winograd'`` (3x3 kernels, stride 1, dilation 1) uses Winograd's
+        minimal filtering: 2.25-4x fewer multiplications, a few times
+        direct's rounding error, NaN/Inf spread over a tile (see
+        ``docs/theory.md``).  ``'auto'`` (default) takes the cheapest exact
+        method, or an inexact one where it is estimated clearly faster and
+        the inputs are finite (see :func:`gpuconv.choose_method`).
 
     Returns
     -------
@@ -224,6 +228,8 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
                            padding_mode=padding_mode, method=method)
     method = parse_method(method)
     call = _plan_conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if method == "winograd":
+        check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
     return call.run(resolve_method(call, method))
 
 
@@ -258,12 +264,13 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
         As in :func:`conv2d`.
     dilation : int or (int, int), optional
         At least 1.
-    method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add'}, keyword-only
+    method : {'auto', 'direct', 'gemm', 'fft', 'overlap-add', 'winograd'}, keyword-only
         ``'direct'`` scatter-adds one matrix product per kernel tap; ``'gemm'``
         computes all taps' columns in one product per chunk of images;
         ``'fft'``/``'overlap-add'`` one full convolution per output phase of
         the stride, by spectra.  ``'auto'`` as in :func:`conv2d`, costed as
         the convolution this is the adjoint of.
+        ``'winograd'`` (3x3 kernels, stride 1, dilation 1) as in :func:`conv2d`.
 
     Returns
     -------
@@ -311,6 +318,8 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     method = parse_method(method)
     call = _plan_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
                                   dilation)
+    if method == "winograd":
+        check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
     return call.run(resolve_method(call, method))
 
 

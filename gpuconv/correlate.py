@@ -20,13 +20,14 @@ from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_d
                          warn_nonfinite)
 from ._geometry import plane_geometry
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
+from ._winograd import check_winograd
 from .backend import resolve_backend
 
 __all__ = ["correlate2d", "convolve2d", "corr2d"]
 
 Mode = Literal["full", "same", "valid"]
 Boundary = Literal["fill", "wrap", "symm", "pad", "circular", "symmetric"]
-Method = Literal["auto", "direct", "gemm", "fft", "overlap-add"]
+Method = Literal["auto", "direct", "gemm", "fft", "overlap-add", "winograd"]
 
 
 def correlate2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fill",
@@ -325,6 +326,8 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
     method = parse_method(method)
     call = _plan(in1, in2, mode, boundary, fillvalue, convolution=convolution, swap=swap,
                  names=names)
+    if method == "winograd":
+        check_winograd(tuple(call.in2.shape), argname=names[1])
     return call.run(resolve_method(call, method, finite_fallback))
 
 

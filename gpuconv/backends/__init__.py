@@ -203,6 +203,11 @@ class ArrayBackend:
     def __repr__(self) -> str:
         return f"<gpuconv backend {self.name!r}>"
 
+    def winograd_options(self) -> dict[str, Any]:
+        """Keyword options of :mod:`gpuconv._winograd`'s entry points on this backend
+        (working-set target, concurrent chunks); none by default."""
+        return {}
+
     # -- kernels -----------------------------------------------------------
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):
@@ -217,6 +222,13 @@ class ArrayBackend:
 
             return _fft.correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue,
                                          method, scratch_bytes)
+        if method == "winograd":
+            from .. import _winograd
+
+            ext = _generic._extended_for(self.xp, x, w.shape, out_shape, origin, boundary,
+                                         fillvalue)
+            return _winograd.correlate_planes(self.xp, ext, w, out_shape, scratch_bytes,
+                                              **self.winograd_options())
         raise _unimplemented(self, method)
 
     def conv2d(self, x, w, stride, pads, dilation, groups, padding_mode, method,
@@ -234,6 +246,11 @@ class ArrayBackend:
 
             out = _fft.conv2d(self, xpad, w, stride, dilation, groups, (Ho, Wo), method,
                               scratch_bytes)
+        elif method == "winograd":
+            from .. import _winograd
+
+            out = _winograd.conv2d(self.xp, self.xp.ascontiguousarray(xpad), w, groups,
+                                   (Ho, Wo), scratch_bytes, **self.winograd_options())
         else:
             raise _unimplemented(self, method)
         return _generic.add_bias(out, bias)
@@ -251,6 +268,11 @@ class ArrayBackend:
 
             out = _fft.conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw,
                                         method, scratch_bytes)
+        elif method == "winograd":
+            from .. import _winograd
+
+            out = _winograd.conv_transpose2d(self.xp, x, w, padding, groups, out_hw,
+                                             scratch_bytes, **self.winograd_options())
         else:
             raise _unimplemented(self, method)
         return _generic.add_bias(out, bias)

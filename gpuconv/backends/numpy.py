@@ -7,6 +7,7 @@ contiguous run per channel, so ``"gemm"`` builds its bounded column buffer
 with long memcpys and ``"direct"`` hands BLAS strided views with no copy.
 The thread pool, and how it keeps BLAS's threads out of its way, is
 :mod:`gpuconv.backends._threads`.
+``"winograd"`` runs its chunks on that pool too.
 """
 
 from __future__ import annotations
@@ -88,6 +89,11 @@ _AS_IS = contextlib.nullcontext()
 # for one channel): columns must still be in cache when BLAS reads them.
 # On one thread, 1024² 7x7 took 6.6 ms in 4 MiB chunks and 20 ms in 64 MiB.
 _GEMV_CHUNK_BYTES = 2**22
+
+
+# Working-set target of a Winograd chunk (its transform buffers): products and
+# transforms of a chunk that fits the L2/L3 caches run at cache speed.
+_WINOGRAD_CHUNK_BYTES = 2**23
 
 
 def _FLAT_COLUMNS(Wp: int, Wo: int) -> bool:
@@ -357,6 +363,17 @@ class NumpyBackend(ArrayBackend):
         return available_ram()
 
     # -- kernels -----------------------------------------------------------
+    def winograd_options(self) -> dict[str, Any]:
+        # Whole chunks on gpuconv's threads, each product on one BLAS thread (run_tasks
+        # holds BLAS at one thread): the transforms' small products would not thread
+        # in BLAS anyway.
+        threads = num_threads()
+
+        def run(fn: Callable[[Any], None], tasks: list[Any]) -> None:
+            run_tasks(fn, tasks, threads)
+
+        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES, "workers": threads, "run_tasks": run}
+
     @_quiet
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
                          scratch_bytes):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _winograd
 from .._validation import pair, parse_method, parse_padding_mode
 from ..backend import resolve_backend
 from ..backends._pool import window_view
@@ -90,6 +91,9 @@ class Conv2D(Module):
         and ``"auto"`` (there are no inputs yet to follow) means NumPy.
     method : str, keyword-only
         ``method`` of the three convolutions (forward, weight and input gradient).
+        With ``'winograd'`` (3x3 kernels, stride 1, dilation 1) all three are
+        Winograd's algorithm, and the input gradient reuses the forward
+        pass's weight transform.
 
     Raises
     ------
@@ -157,6 +161,9 @@ class Conv2D(Module):
             self.padding = pair("padding", padding, minimum=0)
         self.padding_mode = parse_padding_mode(padding_mode)
         self.method = parse_method(method)
+        if self.method == "winograd":
+            _winograd.check_winograd(self.kernel_size, self.stride, self.dilation,
+                                     argname="kernel_size")
         dtype = _float_dtype(dtype)
         be = current_backend(backend)
         rng = np.random.default_rng(seed)
@@ -169,6 +176,8 @@ class Conv2D(Module):
         self.bias = Parameter(_uniform(rng, bound, (out_channels,), dtype, be), "bias") \
             if bias else None
         self._cache: tuple[Any, tuple[int, int, int, int]] | None = None
+        # Weight transforms of the last forward pass, reused by its backward pass.
+        self._transforms: dict = {}
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -191,9 +200,12 @@ class Conv2D(Module):
 
     def forward(self, x: Any) -> Any:
         bias = None if self.bias is None else self.bias.data
-        y = conv2d(x, self.weight.data, bias, stride=self.stride, padding=self.padding,
-                   dilation=self.dilation, groups=self.groups, padding_mode=self.padding_mode,
-                   method=self.method)
+        # The weight may have changed in place since the last step.
+        self._transforms.clear()
+        with _winograd.reuse_weight_transforms(self._transforms):
+            y = conv2d(x, self.weight.data, bias, stride=self.stride, padding=self.padding,
+                       dilation=self.dilation, groups=self.groups,
+                       padding_mode=self.padding_mode, method=self.method)
         if _needs_cache(self):
             x = resolve_backend(x=x, w=self.weight.data).asarray(x)
             self._cache = (x, self._pads(tuple(x.shape[-2:])))
@@ -207,11 +219,14 @@ class Conv2D(Module):
         if unbatched:
             x, grad_out = x[None], grad_out[None]
         common = dict(stride=self.stride, pads=pads, dilation=self.dilation, groups=self.groups,
-                      padding_mode=self.padding_mode, method=self.method)
-        self.weight.accumulate(F.conv2d_weight_grad(x, grad_out, self.kernel_size, **common))
+                      padding_mode=self.padding_mode)
+        self.weight.accumulate(F.conv2d_weight_grad(x, grad_out, self.kernel_size, **common,
+                                                    method=self.method))
         if self.bias is not None:
             self.bias.accumulate(grad_out.sum(axis=(0, 2, 3)))
-        grad_in = F.conv2d_input_grad(grad_out, self.weight.data, tuple(x.shape[-2:]), **common)
+        with _winograd.reuse_weight_transforms(self._transforms):
+            grad_in = F.conv2d_input_grad(grad_out, self.weight.data, tuple(x.shape[-2:]),
+                                          **common, method=self.method)
         return grad_in[0] if unbatched else grad_in
 
 
