@@ -13,10 +13,12 @@ A choice is made from shapes alone, in two steps:
    is chosen only when the model predicts it at least :data:`MARGINS` times
    faster than the best exact method, never for integer inputs (whose sums
    are exact), and never when the scratch it cannot split exceeds
-   :func:`gpuconv.scratch_limit`.  When the call runs, inexact methods also
+   :func:`gpuconv.scratch_limit`.  Winograd (3x3 layers) must be
+   :data:`MARGINS` faster too, by a smaller margin: its error is a few times
+   direct summation's, elementwise.  When the call runs, inexact methods also
    need finite inputs: one NaN or Inf spreads through a transform to every
-   output, so a non-finite input (or fill value) falls back to the best exact
-   method (:func:`apply_finite_policy`).
+   output (through Winograd's, to a tile), so a non-finite input (or fill
+   value) falls back to the best exact method (:func:`apply_finite_policy`).
 
 Nothing here runs an op: timing candidates and calibrating (which do) live in
 :mod:`gpuconv._measure`, above the ops.
@@ -52,8 +54,12 @@ FFT_METHODS = ("fft", "overlap-add")
 #: How much faster (estimated) than the best exact method an inexact method must be
 #: for ``auto`` to take it.  The FFT's error is normwise (see ``docs/theory.md``): small
 #: outputs next to large ones lose relative accuracy, so it must pay clearly.
-MARGINS: dict[str, float] = {"fft": 2.0, "overlap-add": 2.0}
-#: Methods that spread one non-finite input value beyond the outputs whose window holds it.
+#: Winograd's is elementwise, a few times direct summation's (F(4x4,3x3) only from 16
+#: channels, where it stays within 10x): a margin for the model's own error suffices.
+MARGINS: dict[str, float] = {"fft": 2.0, "overlap-add": 2.0, "winograd": 1.25}
+#: Methods that spread one non-finite input value beyond the outputs whose window holds
+#: it (a whole plane for the FFT methods, a tile of outputs for Winograd, where an Inf
+#: also turns into NaN).
 NEEDS_FINITE = frozenset(MARGINS)
 
 
@@ -205,18 +211,23 @@ def planes_key(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, int],
 
 def choose_planes_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, int],
                          out_shape: tuple[int, int], dtype: Any, boundary: str,
-                         exact: bool) -> MethodChoice:
-    """Method for a single-channel (batched) correlation of planes ``x_shape = (B, H, W)``."""
-    key = planes_key(backend, x_shape, w_shape, out_shape, dtype, boundary, exact)
+                         exact: bool, key: tuple[Any, ...] | None = None) -> MethodChoice:
+    """Method for a single-channel (batched) correlation of planes ``x_shape = (B, H, W)``.
+
+    ``key``, when the caller has it already, is :func:`planes_key` of the arguments.
+    """
+    if key is None:
+        key = planes_key(backend, x_shape, w_shape, out_shape, dtype, boundary, exact)
     return cached(key, lambda: _model_planes(backend, x_shape, w_shape, out_shape, dtype,
                                              exact))
 
 
 def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
-    constants, source = _costmodel.load_constants(device_key(backend))
+    constants, source = _costmodel.load_constants(device_key(backend), backend)
     B = int(np.prod(x_shape[:-2]))
     feats = _costmodel.planes_features(backend, B, tuple(x_shape[-2:]), tuple(w_shape),
-                                       tuple(out_shape), np.dtype(dtype).kind == "c")
+                                       tuple(out_shape), np.dtype(dtype).kind == "c",
+                                       np.dtype(dtype).itemsize)
     costs = _costmodel.estimate(constants, "planes", feats)
     # One kernel makes im2col a matrix-vector product that moves kh*kw times the data
     # shift-and-add does: on large planes it loses, but on small planes with many taps,
@@ -251,22 +262,25 @@ def conv2d_key(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
 def choose_conv2d_method(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
                          out_hw: tuple[int, int], stride: tuple[int, int], groups: int,
                          dtype: Any, exact: bool, dilation: tuple[int, int] = (1, 1),
-                         op: str = "conv2d") -> MethodChoice:
+                         op: str = "conv2d", key: tuple[Any, ...] | None = None,
+                         ) -> MethodChoice:
     """Method for a multi-channel conv2d, or a conv_transpose2d given as its forward conv.
 
     A transposed convolution costs what the convolution it is the adjoint of
     costs: ``x_shape`` is then that convolution's input (the transposed
     output's shape), ``w_shape`` the weight as given, ``out_hw`` the
-    transposed input's size, with the same stride and dilation.
+    transposed input's size, with the same stride and dilation.  ``key``, when the
+    caller has it already, is :func:`conv2d_key` of the arguments.
     """
-    key = conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact,
-                     dilation, op)
+    if key is None:
+        key = conv2d_key(backend, x_shape, w_shape, out_hw, stride, groups, dtype, exact,
+                         dilation, op)
     return cached(key, lambda: _model_conv2d(backend, x_shape, w_shape, out_hw, stride,
                                              dilation, groups, dtype, exact))
 
 
 def _model_conv2d(backend, x_shape, w_shape, out_hw, stride, dilation, groups, dtype, exact):
-    constants, source = _costmodel.load_constants(device_key(backend))
+    constants, source = _costmodel.load_constants(device_key(backend), backend)
     kh, kw = w_shape[2:]
     # The extent of the padded input the outputs read.
     padded = (x_shape[0], x_shape[1],

@@ -47,13 +47,14 @@ __all__ = [
     "has_fft",
 ]
 
-CACHE_VERSION = 3
+# 4: Winograd and the bytes of direct planes joined the features.
+CACHE_VERSION = 4
 _CACHE_BYTES = 8 * 2**20  # planes larger than this stream from memory, not cache
 
 # Feature names per (family, method); the constants are seconds per unit.
 FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
     "planes": {
-        "direct": ("mac", "mac_big", "tap", "call"),
+        "direct": ("mac", "mac_big", "tap", "call", "bytes"),
         "gemm": ("mac", "call"),
         "fft": ("nlogn", "call"),
         "overlap-add": ("nlogn", "block", "call"),
@@ -63,6 +64,7 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
         "gemm": ("mac", "move", "call"),
         "fft": ("nlogn", "cmac", "call"),
         "overlap-add": ("nlogn", "cmac", "call"),
+        "winograd": ("mac", "transform", "copy", "call"),
     },
 }
 
@@ -73,7 +75,7 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
 DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
     "numpy:cpu": {
         "planes": {
-            "direct": [1.37e-10, 0, 2.96e-06, 3.25e-06],
+            "direct": [1.37e-10, 0, 2.96e-06, 3.25e-06, 0.0],
             "gemm": [2.4e-10, 1.38e-05],
             "fft": [1.21e-10, 4.76e-05],
             "overlap-add": [2.06e-10, 2.43e-06, 3.32e-05],
@@ -83,6 +85,7 @@ DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
             "gemm": [1e-11, 1.88e-10, 3.89e-05],
             "fft": [2.31e-10, 1.19e-10, 2.71e-05],
             "overlap-add": [2.4e-10, 2.49e-10, 6.4e-05],
+            "winograd": [1e-11, 1e-9, 1e-9, 5e-6],
         },
     },
 }
@@ -314,15 +317,81 @@ def generation() -> tuple[str, int]:
     return path, _current(path).generation
 
 
-def load_constants(device_key: str) -> tuple[dict[str, dict[str, list[float]]], str]:
-    """(constants, source) for a ``"<backend>:<device>"`` key: the calibration file or defaults."""
+def load_constants(device_key: str, backend: Any = None,
+                   ) -> tuple[dict[str, dict[str, list[float]]], str]:
+    """(constants, source) for a ``"<backend>:<device>"`` key.
+
+    In order: the calibration file; the built-in defaults for that key; for
+    a device that can describe itself (``backend.device_properties()``),
+    constants derived from its memory bandwidth and arithmetic rate
+    (:func:`derived_defaults`); else the CPU's defaults.
+    """
     path = _cache_path()
     models = _current(path).models
     if device_key in models:
         return models[device_key], f"calibrated ({path})"
     if device_key in DEFAULTS:
         return DEFAULTS[device_key], "built-in defaults"
+    props = _device_properties(backend)
+    if props is not None:
+        return derived_defaults(props), (
+            f"derived from the device's properties ({props['bandwidth'] / 1e12:.2g} TB/s, "
+            f"{props['fma_rate'] / 1e12:.3g} T multiply-adds/s; run `gpuconv calibrate` to fit)")
     return DEFAULTS["numpy:cpu"], "built-in defaults (uncalibrated device)"
+
+
+def _device_properties(backend: Any) -> dict[str, float] | None:
+    describe = getattr(backend, "device_properties", None)
+    if describe is None:
+        return None
+    try:
+        props = describe()
+    except Exception:  # a driver that cannot say: fall back to the CPU's constants
+        return None
+    if not props or not all(props.get(k, 0) > 0 for k in ("bandwidth", "fma_rate")):
+        return None
+    return props
+
+
+def derived_defaults(props: dict[str, float]) -> dict[str, dict[str, list[float]]]:
+    """Cost-model constants of a GPU from what it is: bandwidth and multiply-add rate.
+
+    ``props``: ``bandwidth`` (bytes/s), ``fma_rate`` (float32 multiply-adds/s)
+    and optionally ``launch`` (seconds of host time per call: Python, argument
+    conversion and the launch).  Each constant is the time of one unit of its
+    feature at a fraction of the peak that the kernel can reach, as predicted
+    in ``benchmarks/results/NOTES.md``; calibration replaces them.
+
+    * shift-and-add planes (``direct``): a quarter of the multiply-add rate
+      (one shared-memory load per product), 80% of the bandwidth for the
+      bytes in and out;
+    * implicit-GEMM ``direct`` conv2d: 40% of the rate; cuBLAS ``gemm``: 60%
+      of it, plus its column buffer written and read at 70% of the bandwidth;
+    * cuFFT: about two bytes of traffic per ``n log2 n`` unit (a few passes
+      over complex data) at half the bandwidth; per-frequency channel
+      products at 10% of the rate (many small matrices);
+    * Winograd (generic array code over cuBLAS): its products at 60% of the
+      rate, each transformed element several passes at half the bandwidth.
+    """
+    bw, fma = float(props["bandwidth"]), float(props["fma_rate"])
+    call = float(props.get("launch", 40e-6))
+    byte = 1.0 / bw
+    return {
+        "planes": {
+            "direct": [1 / (0.25 * fma), 0.0, 0.0, call, byte / 0.8],
+            # im2col for one kernel: every product's column element written and read.
+            "gemm": [8 * byte / 0.7, 2 * call],
+            "fft": [2 * byte / 0.5, 3 * call],
+            "overlap-add": [2 * byte / 0.5, 1e-9, 4 * call],
+        },
+        "conv2d": {
+            "direct": [1 / (0.4 * fma), 0.0, 0.0, call],
+            "gemm": [1 / (0.6 * fma), 8 * byte / 0.7, 2 * call],
+            "fft": [2 * byte / 0.5, 4 / (0.1 * fma), 6 * call],
+            "overlap-add": [2 * byte / 0.5, 4 / (0.1 * fma), 8 * call],
+            "winograd": [1 / (0.6 * fma), 24 * byte / 0.5, 8 * byte / 0.5, call / 2],
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -425,7 +494,8 @@ def _nlogn(n: int) -> float:
 
 
 def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[int, int],
-                    out_hw: tuple[int, int], complex_: bool) -> dict[str, dict[str, float]]:
+                    out_hw: tuple[int, int], complex_: bool,
+                    itemsize: int = 4) -> dict[str, dict[str, float]]:
     """Features of each method for ``B`` planes of ``in_hw`` correlated to ``out_hw``.
 
     Besides the model's features, the FFT entries carry ``scratch_min``: the
@@ -440,7 +510,9 @@ def planes_features(backend: Any, B: int, in_hw: tuple[int, int], k_hw: tuple[in
     # Shift-and-add streams the whole plane once per tap: out of cache it is memory-bound.
     big = P * K if B * H * W * 4 > _CACHE_BYTES else 0
     direct = {
-        "direct": {"mac": P * K, "mac_big": big, "tap": K, "call": 1},
+        # Bytes: the planes in and out once, what a memory-bound kernel (a GPU's) pays.
+        "direct": {"mac": P * K, "mac_big": big, "tap": K, "call": 1,
+                   "bytes": B * (H * W + oh * ow) * itemsize},
         "gemm": {"mac": P * K, "call": 1},
     }
     if not has_fft(backend):
@@ -490,6 +562,13 @@ def conv2d_features(backend: Any, x_shape: tuple[int, ...], w_shape: tuple[int, 
                    "tap": K, "call": 1},
         "gemm": {"mac": macs, "move": M * C * K, "call": 1},
     }
+    if (kh, kw) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1):
+        from . import _winograd
+
+        wf = _winograd.cost_features(tuple(x_shape), tuple(w_shape), groups, tuple(out_hw))
+        direct["winograd"] = {"mac": wf["macs"] + wf["weight_macs"],
+                              "transform": wf["transform"], "copy": wf["copies"],
+                              "call": wf["calls"]}
     if not has_fft(backend):
         return direct
     # What the FFT engine transforms: the dilated kernel, and with a stride larger than

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["as_backend_array", "native_work_dtype", "to_work", "all_finite", "warn_nonfinite",
-           "check_fits"]
+           "check_fits", "PlanCache", "signature"]
 
 
 def _not_convertible(argname: str, value: Any, exc: Exception) -> TypeError:
@@ -104,6 +104,9 @@ def warn_nonfinite(method: str) -> None:
         "method='auto' uses for such inputs)", RuntimeWarning, stacklevel=4)
 
 
+_SMALL_CALL_BYTES = 64 * 2**20
+
+
 def _mib(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
@@ -115,8 +118,56 @@ def check_fits(backend: Any, nbytes: int, what: str, fix: str) -> None:
     The backend says what it can give (``available_memory()``: free RAM, or
     free device memory); a backend that cannot tell is not checked.
     """
+    if nbytes < _SMALL_CALL_BYTES:
+        return  # no machine gpuconv runs on lacks this much; asking costs a file read
     probe = getattr(backend, "available_memory", None)
     available = probe() if probe is not None else None
     if available is not None and nbytes > available:
         raise MemoryError(f"{what} need {_mib(nbytes)}, more than the {_mib(available)} "
                           f"available on backend {backend.name!r}; {fix}")
+
+
+# -- validated calls, by signature ---------------------------------------------------------
+def signature(arrays: tuple[Any, ...], options: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """A hashable key for a call whose validation depends only on these: the arrays'
+    types, shapes and dtypes, and the options.  ``None`` where a call cannot be cached
+    (an argument that is not an array, or an unhashable option)."""
+    parts: list[Any] = []
+    for a in arrays:
+        if a is None:
+            parts.append(None)
+            continue
+        shape = getattr(a, "shape", None)
+        dtype = getattr(a, "dtype", None)
+        if shape is None or dtype is None:
+            return None
+        parts.append((type(a), tuple(shape), dtype))
+    key = (tuple(parts), options)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class PlanCache:
+    """Validated calls (with their arrays left out) by :func:`signature`: a repeated
+    call shape skips validation, the way cuDNN reuses a plan.  Bounded: cleared when
+    full, since a program repeats a few shapes, not thousands."""
+
+    def __init__(self, maxsize: int = 1024):
+        self._plans: dict[Any, Any] = {}
+        self._maxsize = maxsize
+
+    def get(self, key: Any) -> Any:
+        return None if key is None else self._plans.get(key)
+
+    def put(self, key: Any, plan: Any) -> None:
+        if key is None:
+            return
+        if len(self._plans) >= self._maxsize:
+            self._plans.clear()
+        self._plans[key] = plan
+
+    def clear(self) -> None:
+        self._plans.clear()

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _choose, _costmodel
-from ._choose import FFT_METHODS, MARGINS, MethodChoice
+from ._choose import MARGINS, MethodChoice
 from .backend import get_backend_object, resolve_backend, set_backend
 from .conv import _plan_conv2d, _plan_conv_transpose2d, conv2d, conv_transpose2d
 from .correlate import _plan, convolve2d, correlate2d
@@ -42,6 +42,9 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
       :func:`gpuconv.scratch_limit`, and never when an input (or the fill
       value) holds NaN or Inf: through a transform one non-finite value
       reaches every output, while the exact methods keep SciPy's pattern.
+    * ``"winograd"`` (conv2d and conv_transpose2d with 3x3 kernels, stride 1,
+      dilation 1) follows the same rules with a margin of 1.25x: its error is
+      elementwise, a few times direct summation's.
 
     The cost model multiplies operation counts (multiply-adds for the exact
     methods; ``n log2 n`` transform work and per-frequency channel products
@@ -90,7 +93,8 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
     Returns
     -------
     MethodChoice
-        ``method`` (``'direct'``, ``'gemm'``, ``'fft'`` or ``'overlap-add'``),
+        ``method`` (``'direct'``, ``'gemm'``, ``'fft'``, ``'overlap-add'`` or
+        ``'winograd'``),
         ``reason`` (a sentence), ``costs`` (estimated seconds per candidate)
         and ``measured`` (seconds, when ``measure=True``).
 
@@ -152,7 +156,7 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
     model = call.model_choice()
     costs = model.costs or {model.method: 0.0}
     best_est = min(costs.values())
-    allowed = exact_methods if call.exact else exact_methods + FFT_METHODS
+    allowed = exact_methods if call.exact else exact_methods + tuple(MARGINS)
     candidates = [m for m in allowed if m in costs and costs[m] <= 20 * best_est]
     # The model's pick, and at least one exact method to hold the others against.
     best_exact = min((m for m in exact_methods if m in costs), key=costs.__getitem__,
@@ -290,7 +294,7 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
                 times[method].append(t)
                 timings["planes"].append([[B, H, W, k], method, t])
             say(f"planes {B}x{H}x{W} k{k}")
-        defaults, _ = _costmodel.load_constants(key)
+        defaults, _ = _costmodel.load_constants(key, backend)
         for method, names in _costmodel.FEATURES["planes"].items():
             constants["planes"][method] = (_fit(rows[method], times[method], names)
                                            if rows[method] else defaults["planes"][method])

@@ -108,6 +108,11 @@ def compute_dtype(argname_dtypes: dict[str, Any]) -> tuple[np.dtype, np.dtype]:
 
 def pair(argname: str, value: Any, *, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least ``minimum``."""
+    if type(value) is int and value >= minimum:  # the common case, without ABC checks
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and min(value) >= minimum:
+        return value
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{argname} must be an int or a pair of ints; got {value!r}")

@@ -94,6 +94,7 @@ _AUTO = "auto"
 _factories: dict[str, Callable[[], Any]] = {}
 _instances: dict[str, Any] = {}
 _failures: dict[str, str] = {}
+_generation = 0
 _lock = threading.Lock()
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("gpuconv_backend", default=_AUTO)
 
@@ -151,6 +152,14 @@ def register_backend(name: str, factory: Callable[[], Any], *, replace: bool = F
         _factories[name] = factory
         _instances.pop(name, None)
         _failures.pop(name, None)
+        global _generation
+        _generation += 1
+
+
+def registry_generation() -> int:
+    """A number that changes whenever a registration does (plans cached by the ops
+    hold a backend instance: they are valid for one generation)."""
+    return _generation
 
 
 def _instantiate(name: str) -> Any:

@@ -14,18 +14,22 @@ import numpy as np
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import deferred_module
-from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_dtype, to_work,
-                         warn_nonfinite)
+from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, native_work_dtype,
+                         signature, to_work, warn_nonfinite)
 from ._geometry import conv_output_hw, extent, resolve_padding, transpose_output_hw
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
 from ._winograd import check_winograd
-from .backend import resolve_backend
+from .backend import get_backend, registry_generation, resolve_backend
 
 __all__ = ["conv2d", "conv_transpose2d", "output_shape"]
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 Method = Literal["auto", "direct", "gemm", "fft", "overlap-add", "winograd"]
 
+
+# Validated calls by signature (arrays' types, shapes, dtypes and the options): a
+# repeated call shape skips validation and the geometry.
+_PLANS = PlanCache()
 
 # The padding rules live with the other shape rules; this name stays for callers.
 _resolve_padding = resolve_padding
@@ -226,10 +230,19 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     if lazy is not None:
         return lazy.conv2d(input, weight, bias, stride, padding, dilation, groups,
                            padding_mode=padding_mode, method=method)
-    method = parse_method(method)
-    call = _plan_conv2d(input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    if method == "winograd":
-        check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
+    key = signature((input, weight, bias), ("conv2d", stride, padding, dilation, groups,
+                                            padding_mode, method, get_backend(),
+                                            registry_generation()))
+    plan = _PLANS.get(key)
+    if plan is not None:
+        call = plan.rebind(input, weight, bias)
+    else:
+        method = parse_method(method)
+        call = _plan_conv2d(input, weight, bias, stride, padding, dilation, groups,
+                            padding_mode)
+        if method == "winograd":
+            check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
+        _PLANS.put(key, call.template())
     return call.run(resolve_method(call, method))
 
 
@@ -315,11 +328,19 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
     if lazy is not None:
         return lazy.conv_transpose2d(input, weight, bias, stride, padding, output_padding,
                                      groups, dilation, method=method)
-    method = parse_method(method)
-    call = _plan_conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups,
-                                  dilation)
-    if method == "winograd":
-        check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
+    key = signature((input, weight, bias), ("conv_transpose2d", stride, padding,
+                                            output_padding, groups, dilation, method,
+                                            get_backend(), registry_generation()))
+    plan = _PLANS.get(key)
+    if plan is not None:
+        call = plan.rebind(input, weight, bias)
+    else:
+        method = parse_method(method)
+        call = _plan_conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+                                      groups, dilation)
+        if method == "winograd":
+            check_winograd(tuple(call.weight.shape[2:]), call.stride, call.dilation)
+        _PLANS.put(key, call.template())
     return call.run(resolve_method(call, method))
 
 
@@ -373,6 +394,23 @@ class _NCHWCall:
         """The choice of ``method="auto"`` for this call, precision policy applied."""
         return _choose.apply_finite_policy(self.model_choice(), self.finite)
 
+    def template(self) -> "_NCHWCall":
+        """This call without its arrays: what the plan cache keeps."""
+        plan = object.__new__(type(self))
+        plan.__dict__.update(self.__dict__, input=None, weight=None, bias=None)
+        return plan
+
+    def rebind(self, input: Any, weight: Any, bias: Any) -> "_NCHWCall":
+        """This (cached, validated) call with another set of arrays of the same signature."""
+        backend = self.backend
+        x = as_backend_array(backend, "input", input)
+        call = object.__new__(type(self))
+        call.__dict__.update(
+            self.__dict__, input=x[None] if self.unbatched else x,
+            weight=as_backend_array(backend, "weight", weight),
+            bias=None if bias is None else as_backend_array(backend, "bias", bias))
+        return call
+
     def best_exact(self) -> str:
         costs = self.model_choice().costs
         return min((m for m in _choose.EXACT_METHODS if m in costs), key=costs.__getitem__,
@@ -421,14 +459,18 @@ class _Conv2dCall(_NCHWCall):
     padding_mode: str = "zeros"
 
     def key(self) -> tuple[Any, ...]:
-        return _choose.conv2d_key(self.backend, tuple(self.input.shape),
-                                  tuple(self.weight.shape), self.out_hw, self.stride,
-                                  self.groups, self.work_dtype, self.exact, self.dilation)
+        key = self.__dict__.get("_key")
+        if key is None:  # once per plan: a cached plan carries it to the next call
+            key = self.__dict__["_key"] = _choose.conv2d_key(
+                self.backend, tuple(self.input.shape), tuple(self.weight.shape), self.out_hw,
+                self.stride, self.groups, self.work_dtype, self.exact, self.dilation)
+        return key
 
     def model_choice(self) -> _choose.MethodChoice:
         return _choose.choose_conv2d_method(
             self.backend, tuple(self.input.shape), tuple(self.weight.shape), self.out_hw,
-            self.stride, self.groups, self.work_dtype, self.exact, self.dilation)
+            self.stride, self.groups, self.work_dtype, self.exact, self.dilation,
+            key=self.key())
 
     def _read_extent(self) -> tuple[tuple[int, int], str, str]:
         H, W = self.input.shape[2:]
@@ -451,16 +493,19 @@ class _ConvTransposeCall(_NCHWCall):
         return (self.batch, self.cout) + self.out_hw
 
     def key(self) -> tuple[Any, ...]:
-        return _choose.conv2d_key(self.backend, self._forward_shape(), tuple(self.weight.shape),
-                                  tuple(self.input.shape[2:]), self.stride, self.groups,
-                                  self.work_dtype, self.exact, self.dilation,
-                                  "conv_transpose2d")
+        key = self.__dict__.get("_key")
+        if key is None:  # once per plan: a cached plan carries it to the next call
+            key = self.__dict__["_key"] = _choose.conv2d_key(
+                self.backend, self._forward_shape(), tuple(self.weight.shape),
+                tuple(self.input.shape[2:]), self.stride, self.groups, self.work_dtype,
+                self.exact, self.dilation, "conv_transpose2d")
+        return key
 
     def model_choice(self) -> _choose.MethodChoice:
         return _choose.choose_conv2d_method(
             self.backend, self._forward_shape(), tuple(self.weight.shape),
             tuple(self.input.shape[2:]), self.stride, self.groups, self.work_dtype, self.exact,
-            self.dilation, op="conv_transpose2d")
+            self.dilation, op="conv_transpose2d", key=self.key())
 
     def _read_extent(self) -> tuple[tuple[int, int], str, str]:
         kh, kw = self.weight.shape[2:]

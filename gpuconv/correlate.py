@@ -16,12 +16,12 @@ import numpy as np
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import deferred_module
-from ._frontdoor import (all_finite, as_backend_array, check_fits, native_work_dtype, to_work,
-                         warn_nonfinite)
+from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, native_work_dtype,
+                         signature, to_work, warn_nonfinite)
 from ._geometry import plane_geometry
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
 from ._winograd import check_winograd
-from .backend import resolve_backend
+from .backend import get_backend, registry_generation, resolve_backend
 
 __all__ = ["correlate2d", "convolve2d", "corr2d"]
 
@@ -199,6 +199,10 @@ def corr2d(X: Any, K: Any) -> Any:
                         names=("X", "K"))
 
 
+# Validated calls by signature (arrays' types, shapes, dtypes and the options): a
+# repeated call shape skips validation and the geometry.
+_PLANS = PlanCache()
+
 # The plane geometry lives with the other shape rules; this name stays for callers.
 _plane_geometry = plane_geometry
 
@@ -233,13 +237,30 @@ class _PlanesCall:
         return (self.planes,) + tuple(self.in1.shape[-2:])
 
     def key(self) -> tuple[Any, ...]:
-        return _choose.planes_key(self.backend, self.x_shape(), tuple(self.in2.shape),
-                                  self.out_shape, self.work_dtype, self.boundary, self.exact)
+        key = self.__dict__.get("_key")
+        if key is None:  # once per plan: a cached plan carries it to the next call
+            key = self.__dict__["_key"] = _choose.planes_key(
+                self.backend, self.x_shape(), tuple(self.in2.shape), self.out_shape,
+                self.work_dtype, self.boundary, self.exact)
+        return key
 
     def model_choice(self) -> _choose.MethodChoice:
         return _choose.choose_planes_method(self.backend, self.x_shape(), tuple(self.in2.shape),
                                             self.out_shape, self.work_dtype, self.boundary,
-                                            self.exact)
+                                            self.exact, key=self.key())
+
+    def template(self) -> "_PlanesCall":
+        """This call without its arrays: what the plan cache keeps."""
+        plan = object.__new__(type(self))
+        plan.__dict__.update(self.__dict__, in1=None, in2=None)
+        return plan
+
+    def rebind(self, in1: Any, in2: Any, names: tuple[str, str]) -> "_PlanesCall":
+        """This (cached, validated) call with other arrays of the same signature."""
+        call = object.__new__(type(self))
+        call.__dict__.update(self.__dict__, in1=as_backend_array(self.backend, names[0], in1),
+                             in2=as_backend_array(self.backend, names[1], in2))
+        return call
 
     def finite(self) -> bool:
         scalars = (self.fillvalue,) if self.boundary == "fill" else ()
@@ -323,11 +344,18 @@ def _correlate2d(in1, in2, mode, boundary, fillvalue, method, *, convolution, sw
     if lazy is not None:
         return lazy.correlate2d(in1, in2, mode, boundary, fillvalue, method,
                                 convolution=convolution, swap=swap, names=names)
-    method = parse_method(method)
-    call = _plan(in1, in2, mode, boundary, fillvalue, convolution=convolution, swap=swap,
-                 names=names)
-    if method == "winograd":
-        check_winograd(tuple(call.in2.shape), argname=names[1])
+    key = signature((in1, in2), (mode, boundary, fillvalue, method, convolution, swap, names,
+                                 get_backend(), registry_generation()))
+    plan = _PLANS.get(key)
+    if plan is not None:
+        call = plan.rebind(in1, in2, names)
+    else:
+        method = parse_method(method)
+        call = _plan(in1, in2, mode, boundary, fillvalue, convolution=convolution, swap=swap,
+                     names=names)
+        if method == "winograd":
+            check_winograd(tuple(call.in2.shape), argname=names[1])
+        _PLANS.put(key, call.template())
     return call.run(resolve_method(call, method, finite_fallback))
 
 

@@ -312,11 +312,17 @@ def test_correlate_output_too_large_is_refused():
 
 def test_memory_check_counts_what_the_backend_says_is_free(monkeypatch):
     backend = get_backend_object("numpy")
-    monkeypatch.setattr(type(backend), "available_memory", lambda self: 10_000)
-    with pytest.raises(MemoryError, match="10000|0.0 MiB"):
-        gpuconv.correlate2d(np.ones((50, 50)), np.ones((3, 3)))
-    monkeypatch.setattr(type(backend), "available_memory", lambda self: None)
+    image = np.broadcast_to(np.float32(1), (3000, 3000))  # a view: the output is what costs
+    monkeypatch.setattr(type(backend), "available_memory", lambda self: 50 * 2**20)
+    with pytest.raises(MemoryError, match=r"\(3002, 3002\).*50.0 MiB available"):
+        gpuconv.correlate2d(image, np.ones((3, 3), np.float32))
+    monkeypatch.setattr(type(backend), "available_memory", lambda self: None)  # can't tell
+    assert gpuconv.correlate2d(image, np.ones((3, 3), np.float32)).shape == (3002, 3002)
+    # Small calls are not checked at all: no machine lacks the memory, and asking costs.
+    asked = []
+    monkeypatch.setattr(type(backend), "available_memory", lambda self: asked.append(1) or 0)
     assert gpuconv.correlate2d(np.ones((50, 50)), np.ones((3, 3))).shape == (52, 52)
+    assert not asked
 
 
 # -- inputs -----------------------------------------------------------------------------

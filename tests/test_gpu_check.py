@@ -216,7 +216,7 @@ LOGS = {
                "compiled correlate_planes.cu: 5 kernels in 2100 ms\n"
                "compiled conv2d.cu: 10 kernels in 3900 ms\n",
     "tests": "....\n======= 1023 passed, 58 skipped in 61.2s =======\n",
-    "calibrate": "timed planes 1x64x64 k3\nconstants for cupy:cupy:0:NVIDIA H200 written to x\n"
+    "calibrate": "timed planes 1x64x64 k3\nconstants for cupy:NVIDIA H200 written to x\n"
                  "median relative fit error, planes: direct 8%, fft 12%\n"
                  "median relative fit error, conv2d: direct 9%, gemm 7%, fft 15%\n",
     "bench": "ceilings: copy_gbps 4300\n31/40 targets met, 9 missed, 0 not measured\n",

@@ -45,8 +45,18 @@ def extend_planes(xp: Any, x: Any, top: int, bottom: int, left: int, right: int,
         return x
     mode = _NUMPY_PAD_MODE[boundary]
     if mode == "constant":
-        return xp.pad(x, widths, mode="constant", constant_values=fillvalue)
+        return _pad_constant(xp, x, widths[-2:], fillvalue)
     return xp.pad(x, widths, mode=mode)
+
+
+def _pad_constant(xp: Any, x: Any, widths: tuple[tuple[int, int], ...], value: Any) -> Any:
+    """``pad(mode="constant")`` of the last two axes: one fill and one copy (``pad``'s
+    generality costs more than the copy on small planes)."""
+    (t, b), (l, r) = widths
+    H, W = x.shape[-2:]
+    out = xp.full(x.shape[:-2] + (H + t + b, W + l + r), value, dtype=x.dtype)
+    out[..., t:t + H, l:l + W] = x
+    return out
 
 
 def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str) -> Any:
@@ -54,6 +64,8 @@ def pad_nchw(xp: Any, x: Any, pads: tuple[int, int, int, int], padding_mode: str
     top, bottom, left, right = pads
     if not (top or bottom or left or right):
         return x
+    if padding_mode == "zeros":
+        return _pad_constant(xp, x, ((top, bottom), (left, right)), 0)
     widths = ((0, 0), (0, 0), (top, bottom), (left, right))
     return xp.pad(x, widths, mode=_TORCH_TO_NUMPY_PAD[padding_mode])
 

@@ -78,6 +78,13 @@ def _cublas(cupy_module: Any) -> Any:
     )
 
 
+# FP32 lanes per SM by compute capability (CUDA C Programming Guide, "Arithmetic
+# Instructions"): 64 on V100/A100-class parts, 128 on the consumer Ampere, Ada, Hopper
+# and Blackwell parts.
+_FP32_LANES = {(6, 0): 64, (7, 0): 64, (7, 5): 64, (8, 0): 64, (8, 6): 128, (8, 7): 128,
+               (8, 9): 128, (9, 0): 128, (10, 0): 128, (12, 0): 128}
+
+
 class CupyBackend(ArrayBackend):
     """Compute with CuPy on the current CUDA device.
 
@@ -107,6 +114,7 @@ class CupyBackend(ArrayBackend):
         self.kernel_variants: dict[str, tuple[str, ...]] = {}
         self._device_keys: dict[int, str] = {}
         self._sm_counts: dict[int, int] = {}
+        self._device_props: dict[int, dict[str, float]] = {}
 
     @property
     def fft(self) -> Any:
@@ -132,15 +140,54 @@ class CupyBackend(ArrayBackend):
         return np.asarray(x)
 
     def device_key(self) -> str:
+        """The current device's name (``"NVIDIA H200"``): cost-model constants are per card
+        model, so two devices of one model share them."""
         # Asked on every method="auto" call: the device properties are looked up once.
         device_id = self.xp.cuda.Device().id
         key = self._device_keys.get(device_id)
         if key is None:
             props = self.xp.cuda.runtime.getDeviceProperties(device_id)
             name = props["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            key = self._device_keys[device_id] = f"cupy:{device_id}:{name}"
+            key = self._device_keys[device_id] = (
+                name.decode() if isinstance(name, bytes) else str(name))
         return key
+
+    def device_properties(self) -> dict[str, float]:
+        """What the cost model derives its default constants from, for the current device.
+
+        ``bandwidth``: peak memory bandwidth in bytes/s (double data rate x bus
+        width); ``fma_rate``: float32 multiply-adds per second (SMs x FP32
+        lanes per SM x clock); ``launch``: host seconds per call.  CUDA 13
+        dropped the clock fields from ``cudaDeviceProp``; they are then asked
+        for as device attributes.
+        """
+        device_id = self.xp.cuda.Device().id
+        cached = self._device_props.get(device_id)
+        if cached is not None:
+            return cached
+        runtime = self.xp.cuda.runtime
+        props = runtime.getDeviceProperties(device_id)
+
+        def field(name: str, attribute: int) -> float:
+            value = props.get(name)
+            if not value:
+                try:
+                    value = runtime.deviceGetAttribute(attribute, device_id)
+                except Exception:
+                    value = 0
+            return float(value or 0)
+
+        sms = field("multiProcessorCount", 16)
+        clock_khz = field("clockRate", 13)
+        mem_khz = field("memoryClockRate", 36)
+        bus_bits = field("memoryBusWidth", 37)
+        cc = (int(props.get("major", 0)), int(props.get("minor", 0)))
+        lanes = _FP32_LANES.get(cc, 64 if cc < (8, 6) and cc != (0, 0) else 128)
+        result = {"bandwidth": 2 * mem_khz * 1e3 * bus_bits / 8,
+                  "fma_rate": sms * lanes * clock_khz * 1e3,
+                  "launch": 40e-6}
+        self._device_props[device_id] = result
+        return result
 
     def available_memory(self) -> int | None:
         """Free device memory plus what CuPy's pool holds unused, on the current device."""

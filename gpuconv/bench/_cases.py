@@ -54,20 +54,21 @@ QUICK_BATCHED = (4, 64, 5)
 # -- methods --------------------------------------------------------------------------
 GPUCONV_METHODS = ("direct", "gemm", "auto")
 FFT_METHODS = ("fft", "overlap-add")
+# The conv2d grid's extra column: Winograd, on its 3x3 layers.
+CONV_EXTRA_METHODS = ("winograd",)
 # The methods method="auto" may pick, per grid, and its precision policy
-# (gpuconv._choose): an exact method (direct, gemm) always; an FFT method only where it
-# is at least AUTO_FFT_MARGIN times faster than the best exact one.  Overlap-add is no
-# conv2d candidate for output planes under 256², which every layer of CONV_LAYERS is.
-# The auto_regret target compares auto with the fastest method this policy allows,
-# judged on the measured times.
+# (gpuconv._choose): an exact method (direct, gemm) always; an inexact one (FFT,
+# Winograd) only where it is at least its margin (gpuconv._choose.MARGINS) faster than
+# the best exact one.  Overlap-add is no conv2d candidate for output planes under 256²,
+# which every layer of CONV_LAYERS is.  The auto_regret target compares auto with the
+# fastest method this policy allows, judged on the measured times.
 AUTO_CANDIDATES = {
     "planes": ("direct", "gemm", "fft", "overlap-add"),
     "bandwidth": ("direct", "gemm", "fft", "overlap-add"),
     "batched": ("direct", "gemm", "fft", "overlap-add"),
-    "conv2d": ("direct", "gemm", "fft"),
+    "conv2d": ("direct", "gemm", "fft", "winograd"),
 }
 AUTO_EXACT_METHODS = ("direct", "gemm")
-AUTO_FFT_MARGIN = {"fft": 2.0, "overlap-add": 2.0}
 # Largest plane kernel the gemm column is timed with, per backend (absent: every size).
 # On the GPU the scratch-bounded im2col of a 31x31 kernel over 4096² is some 10^5
 # strided launches (~20 s of host time a call); where it is not timed, auto's regret is

@@ -229,6 +229,8 @@ def _conv_gpuconv(method: str):
         import gpuconv
 
         x, w = inputs["x"], inputs["w"]
+        if method == "winograd" and tuple(w.shape[2:]) != (3, 3):
+            raise Unavailable("winograd computes 3x3 kernels only")
         call = blocking(backend, lambda: gpuconv.conv2d(x, w, method=method))
         if method == "auto":
             call.note = _auto_note("conv2d", x, w)
@@ -304,7 +306,7 @@ def _register_builtin() -> None:
     conv = register_grid(Grid(
         "conv2d", "conv2d layers (NCHW, stride 1, no padding)",
         _conv_cases, _conv_setup, reference=_conv_reference))
-    for method in C.GPUCONV_METHODS:
+    for method in C.GPUCONV_METHODS + C.CONV_EXTRA_METHODS:
         register_column(conv.name, method, _conv_gpuconv(method),
                         doc=f"gpuconv.conv2d(x, w, method={method!r})")
     register_column(conv.name, "torch", _conv_torch, anchor=True,

@@ -51,7 +51,7 @@ def machine_info() -> dict[str, Any]:
     from ..backend import resolve_backend
 
     backend = resolve_backend()
-    source = _costmodel.load_constants(f"{backend.name}:{backend.device_key()}")[1]
+    source = _costmodel.load_constants(f"{backend.name}:{backend.device_key()}", backend)[1]
     info["cost_model"] = "calibrated" if source.startswith("calibrated") else source
     if hasattr(os, "getloadavg"):
         info["loadavg_start"] = list(os.getloadavg())

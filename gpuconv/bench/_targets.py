@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._cases import (AUTO_CANDIDATES, AUTO_EXACT_METHODS, AUTO_FFT_MARGIN, DEVICE_BACKENDS,
+from .._choose import MARGINS as AUTO_MARGINS
+from ._cases import (AUTO_CANDIDATES, AUTO_EXACT_METHODS, DEVICE_BACKENDS,
                      TARGETS)
 
 __all__ = ["evaluate", "targets_markdown"]
@@ -48,7 +49,7 @@ def best_allowed(grid: str, case: dict[str, Any]) -> tuple[str, float, list[str]
         return None
     fastest_exact = min(exact.values())
     allowed = dict(exact)
-    for m, margin in AUTO_FFT_MARGIN.items():
+    for m, margin in AUTO_MARGINS.items():
         if m in timed and fastest_exact >= margin * timed[m]["median_s"]:
             allowed[m] = timed[m]["median_s"]
     best = min(allowed, key=allowed.__getitem__)
