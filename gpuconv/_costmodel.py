@@ -365,8 +365,10 @@ def derived_defaults(props: dict[str, float]) -> dict[str, dict[str, list[float]
     * shift-and-add planes (``direct``): a quarter of the multiply-add rate
       (one shared-memory load per product), 80% of the bandwidth for the
       bytes in and out;
-    * implicit-GEMM ``direct`` conv2d: 40% of the rate; cuBLAS ``gemm``: 60%
-      of it, plus its column buffer written and read at 70% of the bandwidth;
+    * implicit-GEMM ``direct`` conv2d: 30% of the rate; cuBLAS ``gemm``: 70%
+      of it, plus its column buffer written and read at 70% of the bandwidth
+      (so deep layers go to cuBLAS, small ones to the single launch of the
+      direct kernel);
     * cuFFT: about two bytes of traffic per ``n log2 n`` unit (a few passes
       over complex data) at half the bandwidth; per-frequency channel
       products at 10% of the rate (many small matrices);
@@ -385,8 +387,8 @@ def derived_defaults(props: dict[str, float]) -> dict[str, dict[str, list[float]
             "overlap-add": [2 * byte / 0.5, 1e-9, 4 * call],
         },
         "conv2d": {
-            "direct": [1 / (0.4 * fma), 0.0, 0.0, call],
-            "gemm": [1 / (0.6 * fma), 8 * byte / 0.7, 2 * call],
+            "direct": [1 / (0.3 * fma), 0.0, 0.0, call],
+            "gemm": [1 / (0.7 * fma), 8 * byte / 0.7, 2 * call],
             "fft": [2 * byte / 0.5, 4 / (0.1 * fma), 6 * call],
             "overlap-add": [2 * byte / 0.5, 4 / (0.1 * fma), 8 * call],
             "winograd": [1 / (0.6 * fma), 24 * byte / 0.5, 8 * byte / 0.5, call / 2],

@@ -448,3 +448,37 @@ def test_subprocesses_of_a_standin_session_get_the_real_cupy(standin):
         assert not cupy_standin.installed()
         assert getattr(sys.modules.get("cupy"), "__standin__", False) is False
     assert cupy_standin.installed() and sys.modules["cupy"] is standin
+
+
+# -- auto on a GPU before any calibration ------------------------------------------------
+@pytest.mark.parametrize("case, expected", [
+    # Memory-bound 3x3 planes: the direct kernel (one pass over the image).
+    (("correlate2d", (4096, 4096), (3, 3), {"mode": "same"}), {"direct"}),
+    (("correlate2d", (8192, 8192), (3, 3), {"mode": "same"}), {"direct"}),
+    (("correlate2d", (64, 512, 512), (5, 5), {"mode": "same"}), {"direct"}),
+    # Large kernels on large planes: an FFT method.
+    (("correlate2d", (4096, 4096), (31, 31), {"mode": "valid"}), {"fft", "overlap-add"}),
+    # Deep conv layers: cuBLAS; small ones: the single launch of the direct kernel.
+    (("conv2d", (32, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}), {"gemm"}),
+    # (The model calls this one a tie: the GPU run's calibration will decide.)
+    (("conv2d", (32, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}), {"gemm", "direct"}),
+    (("conv2d", (8, 256, 14, 14), (256, 256, 3, 3), {"padding": 1}), {"gemm"}),
+    (("conv2d", (32, 1, 28, 28), (6, 1, 5, 5), {}), {"direct"}),
+])
+def test_auto_on_an_uncalibrated_h200_from_its_properties(standin, tmp_path, monkeypatch,
+                                                          case, expected):
+    from gpuconv import _choose
+
+    monkeypatch.setenv("GPUCONV_CACHE_DIR", str(tmp_path))  # no calibration file
+    _choose.clear_measured()
+    op, x_shape, w_shape, kwargs = case
+    x = standin.zeros(x_shape, dtype=np.float32)
+    w = standin.zeros(w_shape, dtype=np.float32)
+    choice = gpuconv.choose_method(op, x, w, **kwargs)
+    assert choice.method in expected, choice
+    assert "derived from the device's properties" in choice.reason
+    backend = gpuconv.backend.get_backend_object("cupy")
+    props = backend.device_properties()
+    # An H200: 2 x 3.201 GHz x 6144 bits of HBM3e, 132 SMs x 128 lanes x 1.98 GHz.
+    assert props["bandwidth"] == pytest.approx(4.92e12, rel=0.01)
+    assert props["fma_rate"] == pytest.approx(33.45e12, rel=0.01)
