@@ -26,9 +26,8 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
-import numpy as np
 
 from ._geometry import extent
 

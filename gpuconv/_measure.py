@@ -204,7 +204,7 @@ def _wait(backend: Any, out: Any) -> None:
         backend.to_numpy(out.reshape(-1)[:1])
 
 
-# -- calibration: fit the cost model by timing the ops --------------------------------------------------------------------
+# -- calibration: fit the cost model by timing the ops -----------------------------
 def _time(fn: Callable[[], Any], min_time: float = 0.01, repeat: int = 5) -> float:
     fn()
     t0 = time.perf_counter()
@@ -281,7 +281,8 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
         for B, H, W, k in (QUICK_PLANE_CASES if quick else PLANE_CASES):
             x = backend.asarray(rng.standard_normal((B, H, W), dtype=np.float32))
             w = backend.asarray(rng.standard_normal((k, k), dtype=np.float32))
-            feats = _costmodel.planes_features(backend, B, (H, W), (k, k), (H - k + 1, W - k + 1), False)
+            feats = _costmodel.planes_features(backend, B, (H, W), (k, k),
+                                               (H - k + 1, W - k + 1), False)
             for method in _costmodel.FEATURES["planes"]:
                 if method not in feats or (method == "gemm" and B * H * W > _GEMM_MAX_PIXELS):
                     continue
@@ -305,7 +306,8 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
             x = backend.asarray(rng.standard_normal((N, C, H, W), dtype=np.float32))
             w = backend.asarray(rng.standard_normal((Co, C, k, k), dtype=np.float32))
             out_hw = ((H - k) // s + 1, (W - k) // s + 1)
-            feats = _costmodel.conv2d_features(backend, (N, C, H, W), (Co, C, k, k), out_hw, (s, s), 1,
+            feats = _costmodel.conv2d_features(backend, (N, C, H, W), (Co, C, k, k), out_hw,
+                                               (s, s), 1,
                                     False)
             for method in _costmodel.FEATURES["conv2d"]:
                 if method not in feats:

@@ -187,7 +187,8 @@ def ptxas_resources(filename: str, defines: tuple[str, ...], tmp_path: Path) -> 
 def test_ptxas_registers_within_budget_no_spills_no_stack(filename, defines, tmp_path):
     found = ptxas_resources(filename, defines, tmp_path)
     assert set(found) == set(K.name_expressions(filename)), found
-    bad = {expr: r for expr, r in found.items() if (r["stack"], r["stores"], r["loads"]) != (0, 0, 0)}
+    bad = {expr: r for expr, r in found.items()
+           if (r["stack"], r["stores"], r["loads"]) != (0, 0, 0)}
     assert not bad, f"stack frame or spills: {bad}"
     over = {expr: r["regs"] for expr, r in found.items() if r["regs"] > register_budget(expr)}
     assert not over, f"registers over budget {REGISTER_BUDGETS}: {over}"

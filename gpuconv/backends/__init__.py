@@ -152,11 +152,11 @@ class ArrayBackend:
     ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), "valid", method="direct")
     array([[2., 1.],
            [1., 2.]])
-    >>> with gpuconv.set_backend("plain-numpy"):
+    >>> with gpuconv.set_backend("plain-numpy"):  # doctest: +ELLIPSIS
     ...     gpuconv.correlate2d(np.eye(3), np.ones((2, 2)), method="fft")
     Traceback (most recent call last):
         ...
-    NotImplementedError: backend 'plain-numpy' provides no FFT module, so method='fft' and method='overlap-add' cannot run on it; use method='direct' or method='gemm' instead
+    NotImplementedError: backend 'plain-numpy' provides no FFT module, ...
     """
 
     name = "generic"

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 _NUMPY_PAD_MODE = {"fill": "constant", "wrap": "wrap", "symm": "symmetric"}
-_TORCH_TO_NUMPY_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_TORCH_TO_NUMPY_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                       "circular": "wrap"}
 
 
 def extend_planes(xp: Any, x: Any, top: int, bottom: int, left: int, right: int,
@@ -40,7 +41,8 @@ def extend_planes(xp: Any, x: Any, top: int, bottom: int, left: int, right: int,
     """Extend (positive amounts) or crop (negative amounts) the last two axes."""
     H, W = x.shape[-2:]
     x = x[..., max(-top, 0):H - max(-bottom, 0), max(-left, 0):W - max(-right, 0)]
-    widths = ((0, 0),) * (x.ndim - 2) + ((max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)))
+    widths = ((0, 0),) * (x.ndim - 2) + ((max(top, 0), max(bottom, 0)),
+                                         (max(left, 0), max(right, 0)))
     if not any(a or b for a, b in widths):
         return x
     mode = _NUMPY_PAD_MODE[boundary]
@@ -191,7 +193,8 @@ def conv_transpose2d_direct(xp: Any, x: Any, w: Any, stride: tuple[int, int],
         rows = _tap_slice(u * dilation[0], H, stride[0])
         for v in range(kw):
             cols = _tap_slice(v * dilation[1], W, stride[1])
-            canvas[:, :, :, rows, cols] += xp.matmul(wt[:, :, :, u, v], xg).reshape(N, G, Coutg, H, W)
+            canvas[:, :, :, rows, cols] += xp.matmul(wt[:, :, :, u, v], xg).reshape(
+                N, G, Coutg, H, W)
     Ho, Wo = out_hw
     out = canvas[:, :, :, padding[0]:padding[0] + Ho, padding[1]:padding[1] + Wo]
     return xp.ascontiguousarray(out.reshape(N, G * Coutg, Ho, Wo))
@@ -274,7 +277,10 @@ def conv2d_weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any,
 
 
 def add_bias(out: Any, bias: Any) -> Any:
-    """``out`` (N, C_out, H, W) plus ``bias`` (C_out,) per channel, in place; ``None`` adds nothing."""
+    """``out`` (N, C_out, H, W) plus ``bias`` (C_out,) per channel, in place.
+
+    ``None`` adds nothing.
+    """
     if bias is not None:
         out += bias.reshape(1, -1, 1, 1)
     return out

@@ -13,7 +13,7 @@ __all__ = [
     "CONV_LAYERS", "QUICK_CONV_LAYERS", "CONV_DTYPES", "QUICK_CONV_DTYPES",
     "BANDWIDTH_SIZES", "QUICK_BANDWIDTH_SIZES", "BANDWIDTH_KERNEL", "QUEUE_DEPTH",
     "BATCHED", "QUICK_BATCHED", "GPUCONV_METHODS", "FFT_METHODS", "AUTO_CANDIDATES",
-    "AUTO_EXACT_METHODS", "AUTO_FFT_MARGIN",
+    "AUTO_EXACT_METHODS",
     "PLANE_GEMM_MAX_KERNEL", "TORCH_DEVICES", "DEVICE_BACKENDS", "GPU_GRIDS",
     "CEILING_COPY_ELEMENTS", "CEILING_MATMUL_N", "QUICK_CEILING_COPY_ELEMENTS",
     "QUICK_CEILING_MATMUL_N", "TARGETS",
@@ -101,6 +101,6 @@ TARGETS = {
     "batched_vs_loop": (10.0, ">=", "`cupyx.signal loop` time / `auto` time, "
                                     "the batched case"),
     "auto_regret": (1.15, "<=", "`auto` time / fastest measured method auto's precision "
-                                "policy allows (AUTO_CANDIDATES, AUTO_FFT_MARGIN), every "
+                                "policy allows (AUTO_CANDIDATES, gpuconv._choose.MARGINS), every "
                                 "cell of every grid"),
 }

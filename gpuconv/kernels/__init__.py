@@ -292,7 +292,8 @@ def _table_chunk(what: str, rows: tuple[int, int], cols: tuple[int, int], H: int
 
 
 def _conv_plan(kernel: str, args_head: tuple[int, ...], chunk: int, N: int, Cout: int, Ho: int,
-               Wo: int, Kmax: int, M: int, y_blocks: int, dtype: Any, sm_count: int, splits: int | None, scratch_bytes: int | None,
+               Wo: int, Kmax: int, M: int, y_blocks: int, dtype: Any, sm_count: int,
+               splits: int | None, scratch_bytes: int | None,
                grid_limits: tuple[int, int, int]) -> ConvPlan:
     dtype = np.dtype(dtype)
     typename(dtype)
