@@ -97,11 +97,13 @@ def all_finite(backend: Any, arrays: tuple[Any, ...], scalars: tuple[Any, ...] =
 
 
 def warn_nonfinite(method: str) -> None:
-    """Warn that an explicitly chosen FFT method got a NaN or an Inf."""
+    """Warn that an explicitly chosen inexact method got a NaN or an Inf."""
+    reach = ("every output of the tiles that read them, as NaN" if method == "winograd"
+             else "every output element")
     warnings.warn(
         f"non-finite values (NaN or Inf) in the input of method={method!r}: through the "
-        "transform they spread to every output element, unlike method='direct' (which "
-        "method='auto' uses for such inputs)", RuntimeWarning, stacklevel=4)
+        f"transform they spread to {reach}, unlike method='direct' (which method='auto' "
+        "uses for such inputs)", RuntimeWarning, stacklevel=4)
 
 
 _SMALL_CALL_BYTES = 64 * 2**20
