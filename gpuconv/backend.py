@@ -303,8 +303,11 @@ def set_backend(name: str) -> _BackendContext:
     ----------
     name : str
         ``"auto"`` (the default) follows the inputs: NumPy arrays run on the
-        NumPy backend, CuPy arrays on the CuPy backend, and mixing libraries
-        raises ``TypeError``.  Any other registered name (``"numpy"``,
+        NumPy backend, CuPy arrays on the CuPy backend (each on the backend
+        that claims their type, see :func:`register_backend`), arrays of
+        another library that export DLPack (torch tensors) on the backend of
+        their device, returned in their library without a copy; mixing
+        libraries raises ``TypeError``.  Any other registered name (``"numpy"``,
         ``"cupy"``, or one added with :func:`register_backend`) computes there:
         inputs from another library are moved to that backend and the result is
         that backend's array.  Such a move is a host/device copy; it happens
