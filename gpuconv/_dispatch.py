@@ -20,16 +20,17 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 __all__ = ["array_library", "chunk_array_library", "common_array_library", "has_dask",
            "deferred_module", "claim_array_types", "release_array_types", "check_array_types",
            "is_claimed", "is_foreign", "dlpack_backend"]
 
 #: What a registration may claim: ``(module, class)`` pairs, or a predicate on a type.
-ArrayTypes = Union[Iterable[tuple[str, str]], Callable[[type], bool]]
+ArrayTypes = Iterable[tuple[str, str]] | Callable[[type], bool]
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def claim_array_types(library: str, array_types: ArrayTypes, *,
         for other, other_claim in _claims.items():
             shared = set(claim.pairs) & set(other_claim.pairs)
             if other != library and shared:
-                module, cls = sorted(shared)[0]
+                module, cls = min(shared)
                 raise ValueError(
                     f"array type {module}.{cls} is already claimed by backend {other!r}; "
                     f"replace that registration instead (register_backend({other!r}, ..., "
@@ -226,7 +227,8 @@ def dlpack_backend(argname: str, x: Any) -> str:
     where = str(getattr(x, "device", "unknown"))
     try:
         device_type = int(x.__dlpack_device__()[0])
-    except Exception as exc:  # a library's own refusal: meta tensors, say
+    except (AttributeError, BufferError, RuntimeError, TypeError, ValueError) as exc:
+        # The library's own refusal: torch's meta tensors, say.
         raise TypeError(f"{argname} is a {library} array on device '{where}', which gpuconv "
                         f"cannot import through DLPack ({exc}); move it to the CPU or a CUDA "
                         "device first") from None

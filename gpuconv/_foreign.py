@@ -16,8 +16,10 @@ array's type is in :data:`sys.modules` because the array exists.
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._dispatch import array_library, dlpack_backend, is_claimed, is_foreign
 from .backend import BackendUnavailableError, backend_for, get_backend, get_backend_object
@@ -71,6 +73,10 @@ def _import(backend: Any, argname: str, library: str, value: Any) -> Any:
                         f"{backend.name!r} could not import through DLPack: {exc}") from None
 
 
+def _device_backend_object(argname: str, value: Any) -> Any:
+    return get_backend_object(dlpack_backend(argname, value))
+
+
 def _backend_of_device(argname: str, value: Any, find: Callable[[], Any]) -> Any:
     """``find()``, the backend for ``value``'s device, or why it cannot run, naming ``argname``."""
     try:
@@ -99,7 +105,8 @@ def call_with_foreign(op: Callable[..., Any], slots: tuple[tuple[str, int], ...]
     if auto:
         # One library and one device (or the TypeError naming each argument's).
         name, first = next(iter(foreign.items()))
-        backend = _backend_of_device(name, first, lambda: backend_for("auto", **values))
+        backend = _backend_of_device(name, first,
+                                     functools.partial(backend_for, "auto", **values))
     widened = set()
     for name, v in foreign.items():
         library = array_library(v)
@@ -108,7 +115,7 @@ def call_with_foreign(op: Callable[..., Any], slots: tuple[tuple[str, int], ...]
         if was_bfloat16:
             widened.add(name)
         target = backend if backend is not None else _backend_of_device(
-            name, ready, lambda: get_backend_object(dlpack_backend(name, ready)))
+            name, ready, functools.partial(_device_backend_object, name, ready))
         values[name] = _import(target, name, library, ready)
     for name, pos in slots:
         if name in foreign:

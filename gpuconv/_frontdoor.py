@@ -10,7 +10,8 @@ import functools
 import inspect
 import reprlib
 import warnings
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
