@@ -31,10 +31,14 @@ __version__ = "0.1.0"
 
 
 def _register_builtin_backends() -> None:
+    from . import _dispatch
     from .backends.numpy import NumpyBackend
 
-    register_backend("numpy", NumpyBackend)
-    register_backend("cupy", _make_cupy_backend)
+    # Each backend claims its library's arrays, for "auto"; dask arrays are deferred to
+    # gpuconv._dask, whose chunks (their _meta) then pick one of these backends.
+    register_backend("numpy", NumpyBackend, array_types=[("numpy", "ndarray")])
+    register_backend("cupy", _make_cupy_backend, array_types=[("cupy", "ndarray")])
+    _dispatch.claim_array_types("dask", [("dask.array", "Array")], deferred="gpuconv._dask")
 
 
 def _make_cupy_backend():

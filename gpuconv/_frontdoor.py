@@ -1,18 +1,54 @@
-"""What every public op does at its front door: convert arguments into contiguous
-backend arrays of the working dtype, check that a call fits in memory before it
-allocates, and test inputs for NaN and Inf when the method needs to know."""
+"""What every public op does at its front door: take arrays of other libraries
+(through DLPack), convert arguments into contiguous backend arrays of the working
+dtype, check that a call fits in memory before it allocates, and test inputs for
+NaN and Inf when the method needs to know."""
 
 from __future__ import annotations
 
 import cmath
+import functools
+import inspect
 import reprlib
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["as_backend_array", "native_work_dtype", "to_work", "all_finite", "warn_nonfinite",
-           "check_fits", "PlanCache", "signature"]
+from ._dispatch import is_foreign
+from ._foreign import call_with_foreign
+
+__all__ = ["foreign_arrays", "as_backend_array", "native_work_dtype", "to_work", "all_finite",
+           "warn_nonfinite", "check_fits", "PlanCache", "signature"]
+
+_Op = TypeVar("_Op", bound=Callable[..., Any])
+
+
+def foreign_arrays(*argnames: str) -> Callable[[_Op], _Op]:
+    """Let a public op take arrays of libraries no backend claims, e.g. torch tensors.
+
+    ``argnames`` are the op's array arguments.  When one of them is such an
+    array (it exports DLPack), :func:`gpuconv._foreign.call_with_foreign`
+    imports it without a copy, runs the op on the backend of its device and,
+    under ``"auto"``, returns the result in the caller's library; otherwise
+    the op runs as written, after one cached type lookup per array argument.
+    The op's body never sees a foreign array.
+    """
+    def decorate(op: _Op) -> _Op:
+        params = list(inspect.signature(op).parameters)
+        slots = tuple((name, params.index(name)) for name in argnames)
+
+        @functools.wraps(op)
+        def front_door(*args: Any, **kwargs: Any) -> Any:
+            for name, pos in slots:
+                value = args[pos] if pos < len(args) else kwargs.get(name)
+                if value is not None and is_foreign(value):
+                    return call_with_foreign(op, slots, args, kwargs)
+            return op(*args, **kwargs)
+
+        return front_door  # type: ignore[return-value]
+
+    return decorate
 
 
 def _not_convertible(argname: str, value: Any, exc: Exception) -> TypeError:

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _choose, _costmodel
 from ._choose import MARGINS, MethodChoice
+from ._frontdoor import foreign_arrays
 from .backend import get_backend_object, resolve_backend, set_backend
 from .conv import _plan_conv2d, _plan_conv_transpose2d, conv2d, conv_transpose2d
 from .correlate import _plan, convolve2d, correlate2d
@@ -24,6 +25,7 @@ __all__ = ["choose_method", "calibrate"]
 _OPS = ("correlate2d", "convolve2d", "conv2d", "conv_transpose2d")
 
 
+@foreign_arrays("in1", "in2")
 def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: str = "fill",
                   fillvalue: Any = 0, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                   groups: int = 1, padding_mode: str = "zeros", output_padding: Any = 0,

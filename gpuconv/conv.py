@@ -14,8 +14,8 @@ import numpy as np
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import deferred_module
-from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, native_work_dtype,
-                         signature, to_work, warn_nonfinite)
+from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, foreign_arrays,
+                         native_work_dtype, signature, to_work, warn_nonfinite)
 from ._geometry import conv_output_hw, extent, resolve_padding, transpose_output_hw
 from ._validation import compute_dtype, pair, parse_method, parse_padding_mode
 from ._winograd import check_winograd
@@ -132,6 +132,7 @@ def _prepare(backend: Any, input: Any, weight: Any, bias: Any) -> tuple[Any, Any
     return input, weight, bias, unbatched
 
 
+@foreign_arrays("input", "weight", "bias")
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1, *, padding_mode: PaddingMode = "zeros",
            method: Method = "auto") -> Any:
@@ -246,6 +247,7 @@ def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: 
     return call.run(resolve_method(call, method))
 
 
+@foreign_arrays("input", "weight", "bias")
 def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
                      padding: Any = 0, output_padding: Any = 0, groups: int = 1,
                      dilation: Any = 1, *, method: Method = "auto") -> Any:

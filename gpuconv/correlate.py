@@ -16,8 +16,8 @@ import numpy as np
 from . import _choose
 from ._config import get_scratch_limit
 from ._dispatch import deferred_module
-from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, native_work_dtype,
-                         signature, to_work, warn_nonfinite)
+from ._frontdoor import (PlanCache, all_finite, as_backend_array, check_fits, foreign_arrays,
+                         native_work_dtype, signature, to_work, warn_nonfinite)
 from ._geometry import plane_geometry
 from ._validation import check_fillvalue, compute_dtype, parse_boundary, parse_method, parse_mode
 from ._winograd import check_winograd
@@ -30,6 +30,7 @@ Boundary = Literal["fill", "wrap", "symm", "pad", "circular", "symmetric"]
 Method = Literal["auto", "direct", "gemm", "fft", "overlap-add", "winograd"]
 
 
+@foreign_arrays("in1", "in2")
 def correlate2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fill",
                 fillvalue: Any = 0, *, method: Method = "auto") -> Any:
     """Cross-correlate planes with a 2-D kernel, as :func:`scipy.signal.correlate2d`.
@@ -100,6 +101,7 @@ def correlate2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "f
     return _correlate2d(in1, in2, mode, boundary, fillvalue, method, convolution=False)
 
 
+@foreign_arrays("in1", "in2")
 def convolve2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fill",
                fillvalue: Any = 0, *, method: Method = "auto") -> Any:
     """Convolve planes with a 2-D kernel, as :func:`scipy.signal.convolve2d`.
@@ -156,6 +158,7 @@ def convolve2d(in1: Any, in2: Any, mode: Mode = "full", boundary: Boundary = "fi
     return _correlate2d(in1, in2, mode, boundary, fillvalue, method, convolution=True)
 
 
+@foreign_arrays("X", "K")
 def corr2d(X: Any, K: Any) -> Any:
     """The 2-D cross-correlation of Dive into Deep Learning: ``correlate2d(X, K, mode="valid")``.
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._dispatch import has_dask
-from ._frontdoor import as_backend_array
+from ._frontdoor import as_backend_array, foreign_arrays
 from ._validation import compute_dtype, pair
 from .backend import get_backend, resolve_backend, set_backend
 
@@ -143,6 +143,7 @@ def _dask_pool(fn: Any, input: Any, **kwargs: Any) -> Any:
     return outs if len(outs) > 1 else outs[0]
 
 
+@foreign_arrays("input")
 def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1, ceil_mode: bool = False, return_indices: bool = False) -> Any:
     """Maximum over each window of every channel, as :func:`torch.nn.functional.max_pool2d`.
@@ -262,6 +263,7 @@ def tap_to_index(xp: Any, taps: Any, geometry: PoolGeometry, pads: tuple[int, in
     return (rows * W + cols).astype(xp.int64)
 
 
+@foreign_arrays("input")
 def avg_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: int | None = None) -> Any:

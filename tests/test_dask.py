@@ -287,14 +287,13 @@ def register():
 
     names = []
 
-    def add(name, factory):
-        gpuconv.register_backend(name, factory)
+    def add(name, factory, **options):
+        gpuconv.register_backend(name, factory, **options)
         names.append(name)
 
     yield add
     for name in names:
-        for table in (registry._factories, registry._instances, registry._failures):
-            table.pop(name, None)
+        registry._unregister_backend(name)
 
 
 def test_explicit_backend_reaches_every_chunk(rng, register):
@@ -405,17 +404,11 @@ def chunk_library(monkeypatch, register):
     import sys
     import types
 
-    from gpuconv import _dispatch
-
     module = types.ModuleType("chunkarray")
     module.ndarray = _ChunkArray
     monkeypatch.setitem(sys.modules, "chunkarray", module)
-    monkeypatch.setattr(_dispatch, "_KNOWN_LIBRARIES",
-                        ("chunkarray",) + tuple(_dispatch._KNOWN_LIBRARIES))
-    _dispatch._library_of_type.cache_clear()
-    register("chunkarray", _ChunkBackend)
+    register("chunkarray", _ChunkBackend, array_types=[("chunkarray", "ndarray")])
     yield lambda a: np.asarray(a).view(_ChunkArray)
-    _dispatch._library_of_type.cache_clear()
 
 
 def test_chunks_of_another_library_compute_on_its_backend(rng, chunk_library):

@@ -124,6 +124,20 @@ class Backend(Protocol):
         """Window sums (zero padding) divided by ``divisor``, a number or an (Ho, Wo) array."""
 
 
+def protocol_members() -> tuple[str, ...]:
+    """The members every backend has: the attributes and methods of :class:`Backend`.
+
+    :func:`gpuconv.register_backend` checks a factory's result against them.
+    :class:`ArrayBackend` has every one, with generic kernels and defaults for
+    the optional capabilities (``synchronize``, ``conv2d_weight_grad``, the
+    pooling kernels); ``available_memory``, ``describe``, ``winograd_options``
+    and ``native_float16`` are looked up where used and may be missing.
+    """
+    names = set(getattr(Backend, "__annotations__", {}))
+    names.update(n for n in vars(Backend) if not n.startswith("_"))
+    return tuple(sorted(names))
+
+
 class ArrayBackend:
     """A backend built from an array namespace and an FFT module.
 

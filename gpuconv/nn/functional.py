@@ -272,7 +272,8 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
         work = np.promote_types(x.dtype, np.float32) if x.dtype.kind == "f" else x.dtype
         dw = _winograd.weight_grad(xp, xp.ascontiguousarray(xpad, dtype=work),
                                    xp.ascontiguousarray(grad_out, dtype=work), G,
-                                   get_scratch_limit(), **backend.winograd_options())
+                                   get_scratch_limit(),
+                                   **getattr(backend, "winograd_options", dict)())
         return dw.astype(x.dtype, copy=False)
     # Swap batch and channel axes so the batch becomes the reduction axis; the
     # groups stay independent because each group's images form one channel group.
