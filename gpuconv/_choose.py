@@ -15,10 +15,12 @@ A choice is made from shapes alone, in two steps:
    are exact), and never when the scratch it cannot split exceeds
    :func:`gpuconv.scratch_limit`.  Winograd (3x3 layers) must be
    :data:`MARGINS` faster too, by a smaller margin: its error is a few times
-   direct summation's, elementwise.  When the call runs, inexact methods also
-   need finite inputs: one NaN or Inf spreads through a transform to every
-   output (through Winograd's, to a tile), so a non-finite input (or fill
-   value) falls back to the best exact method (:func:`apply_finite_policy`).
+   direct summation's, elementwise.  Either must also save at least
+   :data:`MIN_SAVING_S`: small calls stay exact.  When the call runs,
+   inexact methods also need finite inputs: one NaN or Inf spreads through a
+   transform to every output (through Winograd's, to a tile), so a
+   non-finite input (or fill value) falls back to the best exact method
+   (:func:`apply_finite_policy`).
 
 Nothing here runs an op: timing candidates and calibrating (which do) live in
 :mod:`gpuconv._measure`, above the ops.
@@ -39,6 +41,7 @@ __all__ = [
     "EXACT_METHODS",
     "FFT_METHODS",
     "MARGINS",
+    "MIN_SAVING_S",
     "NEEDS_FINITE",
     "choose_planes_method",
     "choose_conv2d_method",
@@ -57,6 +60,10 @@ FFT_METHODS = ("fft", "overlap-add")
 #: Winograd's is elementwise, a few times direct summation's (F(4x4,3x3) only from 16
 #: channels, where it stays within 10x): a margin for the model's own error suffices.
 MARGINS: dict[str, float] = {"fft": 2.0, "overlap-add": 2.0, "winograd": 1.25}
+#: And it must save at least this much (estimated seconds): on small calls, where a
+#: few microseconds are all there is to gain and the model's estimates are least sure,
+#: the exact answer (exact zeros included) is worth more.
+MIN_SAVING_S = 1e-4
 #: Methods that spread one non-finite input value beyond the outputs whose window holds
 #: it (a whole plane for the FFT methods, a tile of outputs for Winograd, where an Inf
 #: also turns into NaN).
@@ -151,23 +158,34 @@ _EXACT = "integer inputs stay on exact methods: FFT rounding would break exact i
 
 def _pick(costs: dict[str, float], source: str, *, exact: bool,
           unavailable: dict[str, str] | None = None, note: str = "") -> MethodChoice:
-    """The precision policy over estimated costs (see the module docstring)."""
+    """The precision policy over estimated costs (see the module docstring).
+
+    ``unavailable`` maps a method (exact or not) to why it is no candidate here.
+    """
     unavailable = unavailable or {}
-    exact_ranked = sorted((m for m in EXACT_METHODS if m in costs), key=costs.__getitem__)
+    exact_ranked = sorted((m for m in EXACT_METHODS if m in costs and m not in unavailable),
+                          key=costs.__getitem__)
     best_exact = exact_ranked[0]
     best = best_exact
     notes = [note] if note else []
     if exact:
         notes.append(_EXACT)
-    else:
-        for m in sorted((m for m in MARGINS if m in costs), key=costs.__getitem__):
-            speedup = costs[best_exact] / max(costs[m], 1e-12)
-            if m in unavailable:
-                if speedup > 1:
-                    notes.append(f"{m} not considered: {unavailable[m]}")
-            elif speedup >= MARGINS[m]:
+    for m in sorted(costs, key=costs.__getitem__):
+        if m == best_exact or (exact and m not in EXACT_METHODS):
+            continue
+        speedup = costs[best_exact] / max(costs[m], 1e-12)
+        if m in unavailable:
+            if speedup > 1:
+                notes.append(f"{m} not considered: {unavailable[m]}")
+        elif m in MARGINS:
+            saving = costs[best_exact] - costs[m]
+            if speedup >= MARGINS[m] and saving >= MIN_SAVING_S:
                 if costs[m] < costs[best]:
                     best = m
+            elif speedup >= MARGINS[m]:
+                notes.append(f"{m} estimated {speedup:.2g}x faster than {best_exact}, but "
+                             f"{saving * 1e6:.0f} us is under the {MIN_SAVING_S * 1e6:.0f} us "
+                             "an inexact method must save")
             elif speedup > 1:
                 notes.append(f"{m} estimated {speedup:.2g}x faster than {best_exact}, under the "
                              f"{MARGINS[m]:g}x margin an inexact method must clear")
@@ -176,8 +194,12 @@ def _pick(costs: dict[str, float], source: str, *, exact: bool,
     if others:
         runner = min(others, key=costs.__getitem__)
         ratio = costs[runner] / max(costs[best], 1e-12)
-        reason = (f"{best}: estimated {costs[best]:.3g} s, {ratio:.2g}x faster than {runner} "
-                  f"({costs[runner]:.3g} s); cost model: {source}")
+        if ratio >= 1:
+            reason = (f"{best}: estimated {costs[best]:.3g} s, {ratio:.2g}x faster than "
+                      f"{runner} ({costs[runner]:.3g} s); cost model: {source}")
+        else:  # a faster estimate lost to the policy (the notes say why)
+            reason = (f"{best}: estimated {costs[best]:.3g} s, the fastest method the "
+                      f"precision policy allows; cost model: {source}")
     else:
         reason = f"{best}: the only candidate; cost model: {source}"
     if notes:
@@ -229,10 +251,14 @@ def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
                                        tuple(out_shape), np.dtype(dtype).kind == "c",
                                        np.dtype(dtype).itemsize)
     costs = _costmodel.estimate(constants, "planes", feats)
+    unavailable = _fft_unavailable(backend, feats, dtype)
     # One kernel makes im2col a matrix-vector product that moves kh*kw times the data
-    # shift-and-add does: on large planes it loses, but on small planes with many taps,
-    # where shift-and-add pays a call per tap, it is the fastest exact method.
-    return _pick(costs, source, exact=exact, unavailable=_fft_unavailable(backend, feats, dtype))
+    # shift-and-add does: on small planes with many taps, where shift-and-add pays a
+    # call per tap, it is the fastest exact method; on large planes it is memory-bound,
+    # its time swings with the memory system, and calibration does not time it there.
+    if B * x_shape[-2] * x_shape[-1] > _costmodel.PLANES_GEMM_MAX_PIXELS:
+        unavailable["gemm"] = "large planes make im2col a memory-bound matrix-vector product"
+    return _pick(costs, source, exact=exact, unavailable=unavailable)
 
 
 def _fft_unavailable(backend: Any, feats: dict[str, dict[str, float]],

@@ -49,6 +49,9 @@ __all__ = [
 # 4: Winograd and the bytes of direct planes joined the features.
 CACHE_VERSION = 4
 _CACHE_BYTES = 8 * 2**20  # planes larger than this stream from memory, not cache
+#: Planes (all of a batch's pixels) up to which im2col ("gemm") is a candidate for a
+#: single-channel correlation: the calibration times it up to this size.
+PLANES_GEMM_MAX_PIXELS = 1024 * 1024
 
 # Feature names per (family, method); the constants are seconds per unit.
 FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -68,23 +71,23 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # Fitted by ``gpuconv calibrate`` on the development machine (2-core AMD EPYC, no GPU,
-# otherwise idle, 2026-11-27), then checked against the benchmark grid; see
-# benchmarks/results.
+# otherwise idle, 2026-12-02: the mean of two runs), then checked against the benchmark
+# grid; see benchmarks/results.
 # Keyed "<backend>:<device>"; other devices use the NumPy constants until calibrated.
 DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
     "numpy:cpu": {
         "planes": {
-            "direct": [1.37e-10, 0, 2.96e-06, 3.25e-06, 0.0],
-            "gemm": [2.4e-10, 1.38e-05],
-            "fft": [1.21e-10, 4.76e-05],
-            "overlap-add": [2.06e-10, 2.43e-06, 3.32e-05],
+            "direct": [1.25e-10, 0, 3.06e-06, 2.66e-06, 3.03e-11],
+            "gemm": [8.14e-11, 3.25e-05],
+            "fft": [1.16e-10, 5.83e-05],
+            "overlap-add": [1.88e-10, 2.36e-06, 4.51e-05],
         },
         "conv2d": {
-            "direct": [7.36e-12, 8.41e-11, 3.66e-06, 6.95e-05],
-            "gemm": [1e-11, 1.88e-10, 3.89e-05],
-            "fft": [2.31e-10, 1.19e-10, 2.71e-05],
-            "overlap-add": [2.4e-10, 2.49e-10, 6.4e-05],
-            "winograd": [1e-11, 1e-9, 1e-9, 5e-6],
+            "direct": [7.44e-12, 1.33e-10, 1.19e-06, 0.000377],
+            "gemm": [1.23e-11, 1.83e-10, 5.63e-05],
+            "fft": [2.51e-10, 8.77e-11, 2.8e-05],
+            "overlap-add": [2.5e-10, 2.52e-10, 0.000118],
+            "winograd": [3.34e-11, 0, 0, 2.55e-05],
         },
     },
 }

@@ -377,15 +377,25 @@ def _chunk_plan(N: int, nth: int, per_tile_row: int, budget: int, scratch_bytes:
 class _Buffers:
     """One worker's scratch: the input chunk copy and the two arenas the stages alternate."""
 
-    def __init__(self, xp: Any, dtype: Any, sizes: tuple[int, int, int]) -> None:
-        self.copy = xp.empty(sizes[0], dtype=dtype) if sizes[0] else None
-        self.arena1 = xp.empty(sizes[1], dtype=dtype)
-        self.arena2 = xp.empty(sizes[2], dtype=dtype)
+    def __init__(self, xp: Any, dtype: Any, sizes: tuple[int, int, int],
+                 scratch: Any = None) -> None:
+        def empty(n: int) -> Any:
+            return xp.empty(n, dtype=dtype) if scratch is None else scratch.take(n, dtype)
+
+        self.copy = empty(sizes[0]) if sizes[0] else None
+        self.arena1 = empty(sizes[1])
+        self.arena2 = empty(sizes[2])
+
+    def release(self, scratch: Any) -> None:
+        if scratch is not None:
+            for buf in (self.copy, self.arena1, self.arena2):
+                scratch.give(buf)
 
 
 def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
             scratch_bytes: int, chunk_bytes: int | None = None, workers: int = 1,
-            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None) -> Any:
+            run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
+            scratch: Any = None) -> Any:
     """The valid 3x3 correlation of ``xpad`` (N, C, Hp, Wp) with transformed weights ``wt``.
 
     Layouts, for a chunk of ``n`` images and ``th`` tile rows (``tw`` tile
@@ -439,8 +449,9 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
                  m * m * tiles_max * Cout),
              max(A2 * tiles_max * C, m * a * tiles_max * Cout))
     free: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(workers):
-        free.put(_Buffers(xp, dtype, sizes))
+    buffers_made = [_Buffers(xp, dtype, sizes, scratch) for _ in range(workers)]
+    for buffers in buffers_made:
+        free.put(buffers)
 
     out = xp.empty((N, Cout, Ho, Wo), dtype=dtype)
     out5 = out.reshape(N, G, Og, Ho, Wo)
@@ -466,11 +477,15 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
             # Y lives in these buffers: they are free once it is copied out.
             free.put(buffers)
 
-    if workers > 1 and run_tasks is not None:
-        run_tasks(chunk, chunks)
-    else:
-        for bounds in chunks:
-            chunk(bounds)
+    try:
+        if workers > 1 and run_tasks is not None:
+            run_tasks(chunk, chunks)
+        else:
+            for bounds in chunks:
+                chunk(bounds)
+    finally:
+        for buffers in buffers_made:
+            buffers.release(scratch)
     return out
 
 
@@ -546,7 +561,7 @@ def _transform_chunk(xp: Any, xpad: Any, bounds: tuple[int, int, int, int],
 def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: int, *,
                 tile: int | None = None, chunk_bytes: int | None = None, workers: int = 1,
                 run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
-                ) -> Any:
+                scratch: Any = None) -> Any:
     """The weight gradient of a 3x3, stride-1 ``conv2d`` on the padded input ``xpad``.
 
     ``dw[o, c] = sum_n corr(xpad[n, c], grad_out[n, o])``, through the transpose of
@@ -596,15 +611,22 @@ def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: i
     copy_x = Wp != ntw * m + 2 or Hp != nth * m + 2 or big_t < nth
     copy_dy = Wo != ntw * m or Ho != nth * m or big_t < nth
 
+    def empty(n: int) -> Any:
+        return xp.empty(n, dtype) if scratch is None else scratch.take(n, dtype)
+
     class Worker:
         def __init__(self) -> None:
-            self.x = (xp.empty(big_n * C * (big_t * m + 2) * (ntw * m + 2), dtype)
-                      if copy_x else None)
-            self.dy = xp.empty(big_n * Cout * big_t * m * ntw * m, dtype) if copy_dy else None
-            self.t1 = xp.empty(a * big_n * ntw * max(C * (big_t * m + 2), Cout * big_t * m), dtype)
-            self.v = xp.empty(A2 * tiles_max * C, dtype)
-            self.d = xp.empty(A2 * tiles_max * Cout, dtype)
+            self.x = empty(big_n * C * (big_t * m + 2) * (ntw * m + 2)) if copy_x else None
+            self.dy = empty(big_n * Cout * big_t * m * ntw * m) if copy_dy else None
+            self.t1 = empty(a * big_n * ntw * max(C * (big_t * m + 2), Cout * big_t * m))
+            self.v = empty(A2 * tiles_max * C)
+            self.d = empty(A2 * tiles_max * Cout)
             self.dU = xp.zeros((A2, G, Og, Cg), dtype)
+
+        def release(self) -> None:
+            if scratch is not None:
+                for buf in (self.x, self.dy, self.t1, self.v, self.d):
+                    scratch.give(buf)
 
     free: queue.SimpleQueue = queue.SimpleQueue()
     pool = [Worker() for _ in range(workers)]
@@ -628,11 +650,15 @@ def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: i
         finally:
             free.put(wk)
 
-    if workers > 1 and run_tasks is not None:
-        run_tasks(chunk, chunks)
-    else:
-        for bounds in chunks:
-            chunk(bounds)
+    try:
+        if workers > 1 and run_tasks is not None:
+            run_tasks(chunk, chunks)
+        else:
+            for bounds in chunks:
+                chunk(bounds)
+    finally:
+        for wk in pool:
+            wk.release()
     dU = pool[0].dU.astype(_wide(dtype))
     for wk in pool[1:]:
         dU += wk.dU
@@ -688,7 +714,8 @@ def cost_features(x_shape: tuple[int, ...], w_shape: tuple[int, ...], groups: in
 def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
            scratch_bytes: int, *, tile: int | None = None, chunk_bytes: int | None = None,
            workers: int = 1,
-           run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None) -> Any:
+           run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
+           scratch: Any = None) -> Any:
     """``conv2d`` with a 3x3 kernel, stride 1 and dilation 1, on an already padded input.
 
     Parameters
@@ -716,6 +743,10 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
         concurrently.  With ``workers > 1`` the tasks are whole chunks, whose
         matrix products must then not start threads of their own; otherwise
         they are copies.
+    scratch : object, optional
+        ``scratch.take(n, dtype)`` and ``scratch.give(array)``: where the
+        arenas come from and go back to (a backend's caching allocator);
+        by default ``xp.empty``.
 
     Returns
     -------
@@ -723,7 +754,8 @@ def conv2d(xp: Any, xpad: Any, w: Any, groups: int, out_hw: tuple[int, int],
     """
     m = tile or choose_tile(out_hw, w.shape[1])
     wt = transform_weight(xp, w, groups, m)
-    return _engine(xp, xpad, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks)
+    return _engine(xp, xpad, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks,
+                   scratch)
 
 
 def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: int,
@@ -731,7 +763,7 @@ def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: 
                      tile: int | None = None, chunk_bytes: int | None = None,
                      workers: int = 1,
                      run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None = None,
-                     ) -> Any:
+                     scratch: Any = None) -> Any:
     """Stride-1 ``conv_transpose2d`` with a 3x3 kernel: a full correlation with the flipped,
     channel-swapped kernel, whose transform is the adjoint of ``w``'s.
 
@@ -746,7 +778,8 @@ def conv_transpose2d(xp: Any, x: Any, w: Any, padding: tuple[int, int], groups: 
     # The products sum over this op's input channels: w's first axis, per group.
     m = tile or choose_tile(out_hw, w.shape[0] // groups)
     wt = transform_weight(xp, w, groups, m).adjoint(xp)
-    return _engine(xp, xe, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks)
+    return _engine(xp, xe, wt, out_hw, scratch_bytes, chunk_bytes, workers, run_tasks,
+                   scratch)
 
 
 def correlate_planes(xp: Any, ext: Any, w: Any, out_shape: tuple[int, int],

@@ -184,7 +184,7 @@ def test_backend_without_fft_never_gets_an_fft_method():
     assert not _costmodel.has_fft(backend) and _costmodel.has_fft(get_backend_object("numpy"))
     planes = _choose.choose_planes_method(backend, (1, 512, 512), (31, 31), (482, 482),
                                           np.dtype(np.float64), "fill", False)
-    assert planes.method == "direct" and set(planes.costs) == {"direct", "gemm"}
+    assert planes.method in ("direct", "gemm") and set(planes.costs) == {"direct", "gemm"}
     conv = _choose.choose_conv2d_method(backend, (1, 1, 512, 512), (2, 1, 41, 41), (472, 472),
                                         (1, 1), 1, np.dtype(np.float64), False)
     assert conv.method in ("direct", "gemm") and "no FFT" in conv.reason

@@ -232,3 +232,22 @@ def test_conv2d_peak_scratch_stays_under_the_limit(rng, monkeypatch, threads):
         # Input copy (channel-major), row-pitched result and output, plus the chunk.
         assert peak <= limit + x.nbytes + 2 * 4 * 8 * 58 * 64 * 4 + 2**20, (method, peak)
         assert peak < naive, (method, peak)
+
+
+def test_results_never_alias_pooled_scratch(rng):
+    """Scratch goes back to a pool for the next call: a returned array must own its
+    memory, or the next call would overwrite it (a 1x1 conv2d on one image is the case
+    where the accumulator's transpose is already contiguous)."""
+    from gpuconv.backends import _scratch
+
+    x = rng.standard_normal((1, 2, 1, 1))
+    w = rng.standard_normal((2, 1, 1, 1))
+    first = {m: gpuconv.conv2d(x, w, groups=2, method=m) for m in ("direct", "gemm")}
+    kept = {m: a.copy() for m, a in first.items()}
+    for _ in range(3):  # calls that take the same buffers from the pool and write them
+        gpuconv.conv2d(rng.standard_normal((1, 2, 1, 1)), w, groups=2, method="direct")
+        gpuconv.conv2d(rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((4, 2, 3, 3)),
+                       method="gemm")
+    for m in first:
+        np.testing.assert_array_equal(first[m], kept[m])
+    assert _scratch._free, "the pool keeps buffers between calls"

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._dispatch import array_library
-from . import ArrayBackend, _generic
+from . import ArrayBackend, _generic, _scratch
 from ._threads import num_threads, run_tasks, single_threaded_blas
 
 __all__ = ["NumpyBackend", "num_threads", "planes_direct", "conv2d_gemm", "conv2d_direct"]
@@ -155,7 +155,8 @@ def _channel_major(xpad: np.ndarray, groups: int, tail: int) -> np.ndarray:
     """
     N, C, Hp, Wp = xpad.shape
     M = N * Hp * Wp
-    buf = np.empty((C, M + tail), dtype=xpad.dtype)
+    # Scratch: the caller gives it back to the pool when done with it.
+    buf = _scratch.take(C * (M + tail), xpad.dtype).reshape(C, M + tail)
     buf[:, :M].reshape(C, N, Hp, Wp)[...] = xpad.transpose(1, 0, 2, 3)
     buf[:, M:] = 0
     return buf.reshape(groups, C // groups, M + tail)
@@ -241,25 +242,34 @@ def conv2d_gemm(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     budget = min(scratch_bytes, _GEMM_CHUNK_BYTES if Coutg >= 16 else _GEMV_CHUNK_BYTES)
     macs = N * Ho * Wo * Cout * K
     threads, budget = _share_out(threads, macs, N * Ho * per_row, budget, scratch_bytes)
-    res = np.empty((G, Coutg, N, Ho * pitch), dtype=xpad.dtype)
+    out = np.empty((N, Cout, Ho, Wo), dtype=xpad.dtype)
     xcm = _channel_major(xpad, G, (kw - 1) * dilation[1]) if flat else None
 
     def run(chunk: tuple[int, int, int, int]) -> None:
         n0, n1, r0, r1 = chunk
         nb, nr = n1 - n0, r1 - r0
         if flat:
-            cols = _taps_view(xcm, kh, kw, dilation, Wp, n0 * Hp * Wp + r0 * Wp, nb, Hp * Wp,
+            view = _taps_view(xcm, kh, kw, dilation, Wp, n0 * Hp * Wp + r0 * Wp, nb, Hp * Wp,
                               nr * Wp)
         else:
-            cols = _strided_columns(xpad, kh, kw, stride, dilation, G, n0, n1, r0, r1, Wo)
-        cols = np.ascontiguousarray(cols).reshape(G, K, nb * nr * pitch)
-        prod = np.matmul(wmat, cols)
-        res[:, :, n0:n1, r0 * pitch:r1 * pitch] = prod.reshape(G, Coutg, nb, nr * pitch)
+            view = _strided_columns(xpad, kh, kw, stride, dilation, G, n0, n1, r0, r1, Wo)
+        n_cols = nb * nr * pitch
+        with _scratch.scratch(G * K * n_cols, xpad.dtype) as cols, \
+                _scratch.scratch(Cout * n_cols, xpad.dtype) as prod:
+            cols = cols.reshape(view.shape)
+            np.copyto(cols, view)
+            prod = prod.reshape(G, Coutg, n_cols)
+            np.matmul(wmat, cols.reshape(G, K, n_cols), out=prod)
+            # Straight into the NCHW output: (Cout, images, rows, pitch) minus the surplus.
+            out[n0:n1, :, r0:r1, :] = prod.reshape(Cout, nb, nr, pitch)[..., :Wo].transpose(
+                1, 0, 2, 3)
 
-    with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
-        run_tasks(run, _chunks(N, Ho, per_row, budget), threads)
-    out = res.reshape(Cout, N, Ho, pitch)[..., :Wo].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(out)
+    try:
+        with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
+            run_tasks(run, _chunks(N, Ho, per_row, budget), threads)
+    finally:
+        _scratch.give(xcm)
+    return out
 
 
 def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
@@ -292,25 +302,31 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     threads, budget = _share_out(threads, macs, M * per_position,
                                  min(scratch_bytes, _DIRECT_CHUNK_BYTES), scratch_bytes)
     step = max(1, budget // per_position)
-    res = np.empty((G, Coutg, M), dtype=xpad.dtype)
+    res = _scratch.take(G * Coutg * M, xpad.dtype).reshape(G, Coutg, M)
 
     def run(m0: int) -> None:
         m1 = min(M, m0 + step)
         acc = res[:, :, m0:m1]
-        t = np.empty((G, Coutg, m1 - m0), dtype=xpad.dtype)
-        first = True
-        for u in range(kh):
-            for v in range(kw):
-                off = u * dilation[0] * Wp + v * dilation[1]
-                np.matmul(wt[u, v], xcm[:, :, m0 + off:m1 + off], out=acc if first else t)
-                if not first:
-                    np.add(acc, t, out=acc)
-                first = False
+        with _scratch.scratch(G * Coutg * (m1 - m0), xpad.dtype) as t:
+            t = t.reshape(G, Coutg, m1 - m0)
+            first = True
+            for u in range(kh):
+                for v in range(kw):
+                    off = u * dilation[0] * Wp + v * dilation[1]
+                    np.matmul(wt[u, v], xcm[:, :, m0 + off:m1 + off], out=acc if first else t)
+                    if not first:
+                        np.add(acc, t, out=acc)
+                    first = False
 
-    with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
-        run_tasks(run, range(0, M, step), threads)
-    out = res.reshape(Cout, N, Hp, Wp)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(out)
+    try:
+        with single_threaded_blas() if macs > _BLAS_SERIAL_MACS else _AS_IS:
+            run_tasks(run, range(0, M, step), threads)
+        # A fresh array: ``res`` goes back to the pool (ascontiguousarray could return
+        # a view of it when the transpose happens to be contiguous already).
+        return res.reshape(Cout, N, Hp, Wp)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3).copy()
+    finally:
+        _scratch.give(res)
+        _scratch.give(xcm)
 
 
 def conv_transpose_as_conv(x: np.ndarray, w: np.ndarray, padding: tuple[int, int],
@@ -364,15 +380,18 @@ class NumpyBackend(ArrayBackend):
 
     # -- kernels -----------------------------------------------------------
     def winograd_options(self) -> dict[str, Any]:
-        # Whole chunks on gpuconv's threads, each product on one BLAS thread (run_tasks
-        # holds BLAS at one thread): the transforms' small products would not thread
-        # in BLAS anyway.
+        # One chunk at a time, its products on single-threaded BLAS, the copies into
+        # the output on gpuconv's threads.  Measured on the idle 2-core machine, two
+        # chunks at once were 1.3-1.6x slower than one ((32,64,28,28)->64 3x3: 10-11
+        # against 8.2-8.4 ms; (8,256,14,14)->256: 8.5-9 against 5.4-5.7 ms, float32):
+        # the transforms are memory-bound and the two chunks only compete.
         threads = num_threads()
 
         def run(fn: Callable[[Any], None], tasks: list[Any]) -> None:
             run_tasks(fn, tasks, threads)
 
-        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES, "workers": threads, "run_tasks": run}
+        return {"chunk_bytes": _WINOGRAD_CHUNK_BYTES, "workers": 1, "run_tasks": run,
+                "scratch": _scratch}
 
     @_quiet
     def correlate_planes(self, x, w, out_shape, origin, boundary, fillvalue, method,
