@@ -71,23 +71,23 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # Fitted by ``gpuconv calibrate`` on the development machine (2-core AMD EPYC, no GPU,
-# otherwise idle, 2026-12-02: the mean of two runs), then checked against the benchmark
-# grid; see benchmarks/results.
+# otherwise idle, 2026-12-02: the mean of two runs, after the scratch pool and
+# Winograd), then checked against the benchmark grid; see benchmarks/results.
 # Keyed "<backend>:<device>"; other devices use the NumPy constants until calibrated.
 DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
     "numpy:cpu": {
         "planes": {
-            "direct": [1.25e-10, 0, 3.06e-06, 2.66e-06, 3.03e-11],
-            "gemm": [8.14e-11, 3.25e-05],
-            "fft": [1.16e-10, 5.83e-05],
-            "overlap-add": [1.88e-10, 2.36e-06, 4.51e-05],
+            "direct": [1.16e-10, 0, 3.1e-06, 8.63e-06, 2.29e-11],
+            "gemm": [7.89e-11, 5.89e-05],
+            "fft": [1.41e-10, 5.61e-05],
+            "overlap-add": [2.63e-10, 2.24e-06, 4.53e-05],
         },
         "conv2d": {
-            "direct": [7.44e-12, 1.33e-10, 1.19e-06, 0.000377],
-            "gemm": [1.23e-11, 1.83e-10, 5.63e-05],
-            "fft": [2.51e-10, 8.77e-11, 2.8e-05],
-            "overlap-add": [2.5e-10, 2.52e-10, 0.000118],
-            "winograd": [3.34e-11, 0, 0, 2.55e-05],
+            "direct": [1.18e-11, 1.39e-10, 5.9e-07, 0.000423],
+            "gemm": [1.35e-11, 2.17e-10, 7.23e-05],
+            "fft": [2.48e-10, 1.32e-10, 3.05e-05],
+            "overlap-add": [2.6e-10, 2.97e-10, 6.71e-05],
+            "winograd": [3.33e-11, 0, 0, 2.56e-05],
         },
     },
 }
