@@ -251,14 +251,10 @@ def _model_planes(backend, x_shape, w_shape, out_shape, dtype, exact):
                                        tuple(out_shape), np.dtype(dtype).kind == "c",
                                        np.dtype(dtype).itemsize)
     costs = _costmodel.estimate(constants, "planes", feats)
-    unavailable = _fft_unavailable(backend, feats, dtype)
-    # One kernel makes im2col a matrix-vector product that moves kh*kw times the data
-    # shift-and-add does: on small planes with many taps, where shift-and-add pays a
-    # call per tap, it is the fastest exact method; on large planes it is memory-bound,
-    # its time swings with the memory system, and calibration does not time it there.
-    if B * x_shape[-2] * x_shape[-1] > _costmodel.PLANES_GEMM_MAX_PIXELS:
-        unavailable["gemm"] = "large planes make im2col a memory-bound matrix-vector product"
-    return _pick(costs, source, exact=exact, unavailable=unavailable)
+    # One kernel makes im2col a matrix-vector product over kh*kw times the data
+    # shift-and-add reads; in cache-sized chunks (and, on the NumPy backend, buffers
+    # that stay mapped from call to call) it still beats a pass per tap on many planes.
+    return _pick(costs, source, exact=exact, unavailable=_fft_unavailable(backend, feats, dtype))
 
 
 def _fft_unavailable(backend: Any, feats: dict[str, dict[str, float]],

@@ -49,9 +49,6 @@ __all__ = [
 # 4: Winograd and the bytes of direct planes joined the features.
 CACHE_VERSION = 4
 _CACHE_BYTES = 8 * 2**20  # planes larger than this stream from memory, not cache
-#: Planes (all of a batch's pixels) up to which im2col ("gemm") is a candidate for a
-#: single-channel correlation: the calibration times it up to this size.
-PLANES_GEMM_MAX_PIXELS = 1024 * 1024
 
 # Feature names per (family, method); the constants are seconds per unit.
 FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -77,17 +74,17 @@ FEATURES: dict[str, dict[str, tuple[str, ...]]] = {
 DEFAULTS: dict[str, dict[str, dict[str, list[float]]]] = {
     "numpy:cpu": {
         "planes": {
-            "direct": [1.16e-10, 0, 3.1e-06, 8.63e-06, 2.29e-11],
-            "gemm": [7.89e-11, 5.89e-05],
-            "fft": [1.41e-10, 5.61e-05],
-            "overlap-add": [2.63e-10, 2.24e-06, 4.53e-05],
+            "direct": [1.09e-10, 2.09e-12, 2.62e-06, 5.98e-06, 2.69e-11],
+            "gemm": [7.24e-11, 4.85e-05],
+            "fft": [1.29e-10, 5.05e-05],
+            "overlap-add": [2.31e-10, 2.09e-06, 3.32e-05],
         },
         "conv2d": {
-            "direct": [1.18e-11, 1.39e-10, 5.9e-07, 0.000423],
-            "gemm": [1.35e-11, 2.17e-10, 7.23e-05],
-            "fft": [2.48e-10, 1.32e-10, 3.05e-05],
-            "overlap-add": [2.6e-10, 2.97e-10, 6.71e-05],
-            "winograd": [3.33e-11, 0, 0, 2.56e-05],
+            "direct": [9.77e-12, 1.23e-10, 1.65e-06, 0.000343],
+            "gemm": [1.09e-11, 1.89e-10, 7.81e-05],
+            "fft": [2.32e-10, 1e-10, 3.48e-05],
+            "overlap-add": [2.44e-10, 1.51e-10, 8.01e-05],
+            "winograd": [3.04e-11, 0, 9.65e-12, 2.5e-05],
         },
     },
 }

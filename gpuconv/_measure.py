@@ -233,8 +233,6 @@ PLANE_CASES = (
     (1, 512, 512, 17), (8, 32, 32, 5), (1, 1024, 1024, 3), (1, 1024, 1024, 11),
     (1, 2048, 2048, 3), (1, 2048, 2048, 5), (1, 2048, 2048, 9), (1, 3072, 3072, 7),
 )
-# im2col for one kernel is a planes candidate only up to this size; it is timed there only.
-_GEMM_MAX_PIXELS = _costmodel.PLANES_GEMM_MAX_PIXELS
 QUICK_PLANE_CASES = ((1, 32, 32, 3), (1, 64, 64, 5), (2, 32, 32, 7), (1, 96, 96, 3),
                      (1, 48, 48, 9), (1, 1536, 1536, 3))
 CONV_CASES = (
@@ -289,7 +287,7 @@ def calibrate(backend: Any = None, *, quick: bool = False, save: bool = True,
             feats = _costmodel.planes_features(backend, B, (H, W), (k, k),
                                                (H - k + 1, W - k + 1), False)
             for method in _costmodel.FEATURES["planes"]:
-                if method not in feats or (method == "gemm" and B * H * W > _GEMM_MAX_PIXELS):
+                if method not in feats:
                     continue
 
                 def call(method=method):
