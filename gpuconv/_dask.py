@@ -372,12 +372,14 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any, stride: Any, padding: A
     work = _work_dtype(x, w, b)
     _, Cout, Ho, Wo = probe.shape
     x = x.astype(work).rechunk({1: -1, 2: -1, 3: -1})
-    nb = _largest(x.chunks[0])
+    s, d = pair("stride", stride, minimum=1), pair("dilation", dilation, minimum=1)
+    cost_x, cost_w, cost_out = conv_front.transpose_as_conv(
+        (_largest(x.chunks[0]),) + tuple(x.shape[1:]), tuple(w.shape), s, d, int(groups),
+        (Ho, Wo))
     fn = partial(_conv_transpose2d_chunk, kwargs=kwargs, **_chunk_settings(),
                  **_once(method, lambda: _choose.choose_conv2d_method(
-                     backend, (nb, Cout, Ho, Wo), tuple(w.shape), tuple(x.shape[2:]),
-                     pair("stride", stride, minimum=1), int(groups), work, exact,
-                     pair("dilation", dilation, minimum=1), op="conv_transpose2d")))
+                     backend, cost_x, cost_w, cost_out, s, int(groups), work, exact, d,
+                     op="conv_transpose2d")))
     args = [x, ("n", "c", "h", "w"), _single_block(w, work), ("c", "g", "k", "l")]
     new_axes = {"Y": Ho, "X": Wo}
     if b is None:

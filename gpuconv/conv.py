@@ -490,24 +490,24 @@ class _Conv2dCall(_NCHWCall):
 class _ConvTransposeCall(_NCHWCall):
     padding: tuple[int, int] = (0, 0)
 
-    def _forward_shape(self) -> tuple[int, ...]:
-        # The convolution this is the adjoint of reads an input of the output's channels.
-        return (self.batch, self.cout) + self.out_hw
+    def _as_conv(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]:
+        return transpose_as_conv(tuple(self.input.shape), tuple(self.weight.shape),
+                                 self.stride, self.dilation, self.groups, self.out_hw)
 
     def key(self) -> tuple[Any, ...]:
         key = self.__dict__.get("_key")
         if key is None:  # once per plan: a cached plan carries it to the next call
+            x_shape, w_shape, out_hw = self._as_conv()
             key = self.__dict__["_key"] = _choose.conv2d_key(
-                self.backend, self._forward_shape(), tuple(self.weight.shape),
-                tuple(self.input.shape[2:]), self.stride, self.groups, self.work_dtype,
-                self.exact, self.dilation, "conv_transpose2d")
+                self.backend, x_shape, w_shape, out_hw, self.stride, self.groups,
+                self.work_dtype, self.exact, self.dilation, "conv_transpose2d")
         return key
 
     def model_choice(self) -> _choose.MethodChoice:
+        x_shape, w_shape, out_hw = self._as_conv()
         return _choose.choose_conv2d_method(
-            self.backend, self._forward_shape(), tuple(self.weight.shape),
-            tuple(self.input.shape[2:]), self.stride, self.groups, self.work_dtype, self.exact,
-            self.dilation, op="conv_transpose2d", key=self.key())
+            self.backend, x_shape, w_shape, out_hw, self.stride, self.groups,
+            self.work_dtype, self.exact, self.dilation, op="conv_transpose2d", key=self.key())
 
     def _read_extent(self) -> tuple[tuple[int, int], str, str]:
         kh, kw = self.weight.shape[2:]
@@ -520,6 +520,27 @@ class _ConvTransposeCall(_NCHWCall):
         return _with_bias(self.backend, "conv_transpose2d", bias, x, w, self.stride,
                           self.padding, self.dilation, self.groups, self.out_hw, method,
                           get_scratch_limit())
+
+
+def transpose_as_conv(x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                      stride: tuple[int, int], dilation: tuple[int, int], groups: int,
+                      out_hw: tuple[int, int],
+                      ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, int]]:
+    """(input, weight, output size) of the convolution that costs what a
+    conv_transpose2d does, for ``method="auto"``.
+
+    With stride 1 a transposed convolution is computed as the full correlation
+    of its input with the flipped, channel-swapped kernel: that convolution.
+    With a stride it is the adjoint of the strided convolution from its output
+    back to its input, which moves the same data.
+    """
+    N, C, H, W = x_shape
+    Cin_w, Coutg, kh, kw = w_shape
+    cout = Coutg * groups
+    if tuple(stride) == (1, 1):
+        ext = tuple(o + extent(k, d) - 1 for o, k, d in zip(out_hw, (kh, kw), dilation))
+        return (N, C) + ext, (cout, C // groups, kh, kw), tuple(out_hw)
+    return (N, cout) + tuple(out_hw), (Cin_w, Coutg, kh, kw), (H, W)
 
 
 @functools.lru_cache(maxsize=64)
