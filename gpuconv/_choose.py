@@ -59,7 +59,7 @@ FFT_METHODS = ("fft", "overlap-add")
 #: outputs next to large ones lose relative accuracy, so it must pay clearly.
 #: Winograd's is elementwise, a few times direct summation's (F(4x4,3x3) only from 16
 #: channels, where it stays within 10x): a margin for the model's own error suffices.
-MARGINS: dict[str, float] = {"fft": 2.0, "overlap-add": 2.0, "winograd": 1.25}
+MARGINS: dict[str, float] = {"fft": 2.0, "overlap-add": 2.0, "winograd": 1.15}
 #: And it must save at least this much (estimated seconds): on small calls, where a
 #: few microseconds are all there is to gain and the model's estimates are least sure,
 #: the exact answer (exact zeros included) is worth more.

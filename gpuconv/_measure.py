@@ -45,7 +45,7 @@ def choose_method(op: str, in1: Any, in2: Any, *, mode: str = "full", boundary: 
       value) holds NaN or Inf: through a transform one non-finite value
       reaches every output, while the exact methods keep SciPy's pattern.
     * ``"winograd"`` (conv2d and conv_transpose2d with 3x3 kernels, stride 1,
-      dilation 1) follows the same rules with a margin of 1.25x: its error is
+      dilation 1) follows the same rules with a margin of 1.15x: its error is
       elementwise, a few times direct summation's.
 
     The cost model multiplies operation counts (multiply-adds for the exact
