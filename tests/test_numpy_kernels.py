@@ -251,3 +251,37 @@ def test_results_never_alias_pooled_scratch(rng):
     for m in first:
         np.testing.assert_array_equal(first[m], kept[m])
     assert _scratch._free, "the pool keeps buffers between calls"
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+@pytest.mark.parametrize("cin,cout,groups", [(8, 8, 1), (2, 12, 1), (6, 6, 3)])
+def test_weight_grad_shares_of_the_threads_add_up(monkeypatch, rng, threads, cin, cout,
+                                                  groups):
+    # The NumPy backend splits the row-pitched weight gradient's reduction over
+    # its threads: the shares must sum to the reference correlation whatever the
+    # split (the skinny few-channel branch stacks columns per share).
+    from gpuconv.nn.functional import conv2d_weight_grad
+
+    monkeypatch.setattr(npb, "_CONV_TASK_MIN_MACS", 1)
+    monkeypatch.setenv("GPUCONV_NUM_THREADS", threads)
+    x = rng.standard_normal((3, cin, 11, 9))
+    w = rng.standard_normal((cout, cin // groups, 3, 2))
+    for stride, pads in [((1, 1), (1, 1, 0, 1)), ((2, 1), (0, 0, 0, 0))]:
+        y = gpuconv.reference.conv2d(np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:])), w,
+                                     stride=stride, groups=groups)
+        dy = rng.standard_normal(y.shape)
+        got = conv2d_weight_grad(x, dy, (3, 2), stride, pads, (1, 1), groups)
+        # d<conv(x, w), dy>/dw, term by term: the correlation of the padded input with dy.
+        xp = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]))
+        want = np.zeros_like(w)
+        Ho, Wo = dy.shape[2:]
+        for o in range(cout):
+            g = o // (cout // groups)
+            for c in range(cin // groups):
+                for u in range(3):
+                    for v in range(2):
+                        patch = xp[:, g * (cin // groups) + c,
+                                   u:u + stride[0] * (Ho - 1) + 1:stride[0],
+                                   v:v + stride[1] * (Wo - 1) + 1:stride[1]]
+                        want[o, c, u, v] = (patch * dy[:, o]).sum()
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -27,6 +27,8 @@ __all__ = [
     "conv_transpose2d_direct",
     "conv_transpose2d_gemm",
     "conv2d_weight_grad_rowpitched",
+    "rowpitched_layout",
+    "rowpitched_products",
     "add_bias",
     "rows_per_chunk",
 ]
@@ -245,6 +247,18 @@ def conv2d_weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any,
     correlation ``conv2d`` computes for the swapped arrays, looped over its
     (few) output positions instead of its (many) kernel taps.
     """
+    x_cm, canvas = rowpitched_layout(xp, xpad, grad_out, kernel_hw, stride, dilation, groups)
+    out = rowpitched_products(xp, x_cm, canvas, kernel_hw, dilation, xpad.shape[3], 0,
+                              canvas.shape[2], scratch_bytes)
+    return out.reshape(grad_out.shape[1], xpad.shape[1] // groups, *kernel_hw)
+
+
+def rowpitched_layout(xp: Any, xpad: Any, grad_out: Any, kernel_hw: tuple[int, int],
+                      stride: tuple[int, int], dilation: tuple[int, int], groups: int,
+                      ) -> tuple[Any, Any]:
+    """``(x_cm, canvas)`` of :func:`conv2d_weight_grad_rowpitched`: the channel-major input
+    ``(G, C/G, N*Hp*Wp)`` and the output gradient on its pitch, ``(G, O/G, P)``, where
+    ``P`` is the flat length every tap's shifted view covers."""
     N, C, Hp, Wp = xpad.shape
     _, O, Ho, Wo = grad_out.shape
     kh, kw = kernel_hw
@@ -255,25 +269,34 @@ def conv2d_weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any,
     canvas[:, :, :stride[0] * (Ho - 1) + 1:stride[0], :stride[1] * (Wo - 1) + 1:stride[1]] = \
         grad_out.transpose(1, 0, 2, 3)
     reach = dilation[0] * (kh - 1) * Wp + dilation[1] * (kw - 1)
-    P = flat - reach
-    canvas = canvas.reshape(G, Og, flat)[:, :, :P]
-    if Cg < Og and Cg * kh * kw * P * xpad.dtype.itemsize <= scratch_bytes:
+    return x_cm, canvas.reshape(G, Og, flat)[:, :, :flat - reach]
+
+
+def rowpitched_products(xp: Any, x_cm: Any, canvas: Any, kernel_hw: tuple[int, int],
+                        dilation: tuple[int, int], pitch: int, p0: int, p1: int,
+                        scratch_bytes: int) -> Any:
+    """The weight gradient's share of flat positions ``[p0, p1)`` of
+    :func:`rowpitched_layout`'s arrays, shape ``(G, O/G, C/G, kh, kw)`` (shares add up)."""
+    G, Cg, _ = x_cm.shape
+    Og = canvas.shape[1]
+    kh, kw = kernel_hw
+    shifts = [(u, v, u * dilation[0] * pitch + v * dilation[1])
+              for u in range(kh) for v in range(kw)]
+    part = canvas[:, :, p0:p1]
+    n = p1 - p0
+    if Cg < Og and Cg * kh * kw * n * x_cm.dtype.itemsize <= scratch_bytes:
         # Few input channels make each tap's product skinny and re-read the
         # whole canvas; stacking the shifted views into one (small) column
         # buffer reads it once (3 -> 16 channels, 5x5: 2.8x faster measured).
-        cols = xp.empty((G, Cg, kh, kw, P), dtype=xpad.dtype)
-        for u in range(kh):
-            for v in range(kw):
-                shift = u * dilation[0] * Wp + v * dilation[1]
-                cols[:, :, u, v] = x_cm[:, :, shift:shift + P]
-        out = xp.matmul(canvas, cols.reshape(G, Cg * kh * kw, P).transpose(0, 2, 1))
-        return out.reshape(O, Cg, kh, kw)
-    out = xp.empty((G, Og, Cg, kh, kw), dtype=xpad.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            shift = u * dilation[0] * Wp + v * dilation[1]
-            out[:, :, :, u, v] = xp.matmul(canvas, x_cm[:, :, shift:shift + P].transpose(0, 2, 1))
-    return out.reshape(O, Cg, kh, kw)
+        cols = xp.empty((G, Cg, kh, kw, n), dtype=x_cm.dtype)
+        for u, v, shift in shifts:
+            cols[:, :, u, v] = x_cm[:, :, p0 + shift:p1 + shift]
+        out = xp.matmul(part, cols.reshape(G, Cg * kh * kw, n).transpose(0, 2, 1))
+        return out.reshape(G, Og, Cg, kh, kw)
+    out = xp.empty((G, Og, Cg, kh, kw), dtype=x_cm.dtype)
+    for u, v, shift in shifts:
+        out[:, :, :, u, v] = xp.matmul(part, x_cm[:, :, p0 + shift:p1 + shift].transpose(0, 2, 1))
+    return out
 
 
 def add_bias(out: Any, bias: Any) -> Any:
