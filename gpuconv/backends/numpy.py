@@ -475,9 +475,53 @@ class NumpyBackend(ArrayBackend):
     @_quiet
     def conv_transpose2d(self, x, w, stride, padding, dilation, groups, out_hw, method,
                          scratch_bytes, bias=None):
-        if method not in ("direct", "gemm") or stride != (1, 1):
+        if method not in ("direct", "gemm") or (stride != (1, 1) and dilation != (1, 1)):
             return super().conv_transpose2d(x, w, stride, padding, dilation, groups, out_hw,
                                             method, scratch_bytes, bias)
+        if stride != (1, 1):
+            out = self._conv_transpose_phases(x, w, stride, padding, groups, out_hw, method,
+                                              scratch_bytes)
+            return _generic.add_bias(out, bias)
         xe, wf = conv_transpose_as_conv(x, w, padding, dilation, groups, out_hw)
         out = self._conv(xe, wf, (1, 1), dilation, groups, out_hw, method, scratch_bytes)
         return _generic.add_bias(out, bias)
+
+    def _conv_transpose_phases(self, x, w, stride, padding, groups, out_hw, method,
+                               scratch_bytes):
+        """A strided ``conv_transpose2d`` (dilation 1) as one stride-1 transposed
+        convolution per output phase.
+
+        Output pixel ``Y`` sits at ``y = Y + padding`` of the uncropped canvas,
+        where input pixel ``i`` and tap ``u`` land at ``y = s*i + u``.  The
+        pixels with ``y % s == r`` (a phase) take only the taps ``u = r, r + s,
+        ...``, and along the phase (``y = s*q + r``) they form the stride-1
+        transposed convolution of the input with that sub-kernel.  Each phase
+        runs through the threaded stride-1 kernels and is written to its
+        strided view of the output: the same multiply-adds as scattering every
+        tap, without the column buffer or the scatter-add passes of the
+        generic code (3-5x faster on (32,64,14,14)->64 3x3 stride 2).
+        """
+        N, _, _, _ = x.shape
+        _, Coutg, kh, kw = w.shape
+        Ho, Wo = out_hw
+        out = np.empty((N, groups * Coutg, Ho, Wo), dtype=x.dtype)
+        for rh in range(stride[0]):
+            first_h = (rh - padding[0]) % stride[0]   # the first output row of this phase
+            rows = len(range(first_h, Ho, stride[0]))
+            for rw in range(stride[1]):
+                first_w = (rw - padding[1]) % stride[1]
+                cols = len(range(first_w, Wo, stride[1]))
+                if not rows or not cols:
+                    continue
+                view = out[:, :, first_h::stride[0], first_w::stride[1]]
+                sub = w[:, :, rh::stride[0], rw::stride[1]]
+                if not sub.size:
+                    view[...] = 0   # no tap reaches this phase (kernel smaller than the stride)
+                    continue
+                # The phase's rows q start at (first + padding - r) / s on its own canvas.
+                crop = ((first_h + padding[0] - rh) // stride[0],
+                        (first_w + padding[1] - rw) // stride[1])
+                xe, wf = conv_transpose_as_conv(x, sub, crop, (1, 1), groups, (rows, cols))
+                view[...] = self._conv(xe, wf, (1, 1), (1, 1), groups, (rows, cols), method,
+                                       scratch_bytes)
+        return out
