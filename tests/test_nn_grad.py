@@ -109,10 +109,11 @@ def test_conv2d_finite_differences(backend, rng, name, kwargs, shape):
 
 @pytest.mark.parametrize("name,kwargs,shape", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_weight_grad_rowpitched_equals_conv2d(backend, rng, name, kwargs, shape):
-    # 'auto' computes small-stride weight gradients as matrix products over the
-    # row-pitched input; that must be the conv2d of the swapped arrays.
+    # 'auto', 'gemm' and (NumPy) 'direct' compute small-stride weight gradients as
+    # matrix products over the row-pitched input; that must be the conv2d of the
+    # swapped arrays.
     from gpuconv.conv import _resolve_padding
-    from gpuconv.nn.functional import conv2d_weight_grad
+    from gpuconv.nn.functional import _as_swapped_conv2d, conv2d_weight_grad, pad_nchw
 
     layer = nn.Conv2D(**kwargs, seed=rng, dtype=np.float64, backend=backend.name)
     x = rng.standard_normal(shape)
@@ -123,10 +124,19 @@ def test_weight_grad_rowpitched_equals_conv2d(backend, rng, name, kwargs, shape)
                             layer.dilation)
     common = dict(stride=layer.stride, pads=pads, dilation=layer.dilation, groups=layer.groups,
                   padding_mode=layer.padding_mode)
-    auto = conv2d_weight_grad(backend.asarray(x), g, layer.kernel_size, **common)
-    direct = conv2d_weight_grad(backend.asarray(x), g, layer.kernel_size, **common,
-                                method="direct")
-    np.testing.assert_allclose(_to_np(auto), _to_np(direct), rtol=1e-12, atol=1e-12)
+    # The oracle: conv2d (direct) of the swapped arrays, the gradient's definition.
+    kh, kw = layer.kernel_size
+    Ho, Wo = g.shape[2:]
+    need = [d * (k - 1) + s * (n - 1) + 1 for d, k, s, n in
+            zip(layer.dilation, (kh, kw), layer.stride, (Ho, Wo))]
+    xpad = pad_nchw(backend.xp, backend.asarray(x), pads, layer.padding_mode)
+    swapped = _as_swapped_conv2d(backend.xp, xpad[:, :, :need[0], :need[1]], g, layer.stride,
+                                 layer.dilation, layer.groups, "direct")
+    for method in ("auto", "gemm", "direct"):
+        got = conv2d_weight_grad(backend.asarray(x), g, layer.kernel_size, **common,
+                                 method=method)
+        np.testing.assert_allclose(_to_np(got), _to_np(swapped), rtol=1e-12, atol=1e-12,
+                                   err_msg=method)
 
 
 @pytest.mark.parametrize("method", ["direct", "gemm"])

@@ -295,14 +295,14 @@ class ArrayBackend:
                            padding_mode, method, scratch_bytes):
         """Gradient of ``conv2d`` with respect to its weight, or ``NotImplemented``.
 
-        With ``method='auto'``, small strides and float32/float64: ``kh * kw``
+        With ``method='auto'`` or ``'gemm'``, small strides and float32/float64: ``kh * kw``
         matrix products over the row-pitched input
         (:func:`._generic.conv2d_weight_grad_rowpitched`; it costs the same at
         any stride, so past ``stride[0] * stride[1] == 4`` the caller's
         ``conv2d`` of the swapped arrays, whose work falls with the stride's
         square, wins).
         """
-        if (method != "auto" or stride[0] * stride[1] > 4
+        if (method not in ("auto", "gemm") or stride[0] * stride[1] > 4
                 or np.dtype(x.dtype) not in (np.dtype(np.float32), np.dtype(np.float64))):
             return NotImplemented
         _, _, Ho, Wo = grad_out.shape

@@ -192,10 +192,11 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}
         As in the forward call.
     method : str, keyword-only
-        ``'auto'``: the backend's own algorithm where it has one (NumPy: with
-        ``stride[0] * stride[1] <= 4`` and float32/float64, ``kh * kw`` matrix
-        products over the row-pitched input, see below; CuPy: im2col columns
-        and one matrix product per chunk, also for ``'gemm'``); ``'winograd'``
+        ``'auto'``, ``'gemm'`` (and on NumPy ``'direct'``): the backend's own
+        exact algorithm where it has one (NumPy: with ``stride[0] * stride[1] <= 4``
+        and float32/float64, ``kh * kw`` matrix products over the row-pitched
+        input, see below; CuPy: im2col columns and one matrix product per
+        chunk); ``'winograd'``
         (3x3 kernels, stride 1, dilation 1): the transpose of Winograd's
         algorithm, one product per transform position over all tiles
         (measured 1.3-2x faster than ``'auto'`` on 64-256 channel layers, at
@@ -275,6 +276,16 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
                                    get_scratch_limit(),
                                    **getattr(backend, "winograd_options", dict)())
         return dw.astype(x.dtype, copy=False)
+    return _as_swapped_conv2d(backend.xp, xpad, grad_out, stride, dilation, G, method)
+
+
+def _as_swapped_conv2d(xp: Any, xpad: Any, grad_out: Any, stride: tuple[int, int],
+                       dilation: tuple[int, int], groups: int, method: str) -> Any:
+    """The weight gradient as :func:`gpuconv.conv2d` of the swapped arrays: the padded
+    input (cropped to what the taps read) correlated with the output gradient as kernel."""
+    N, C, need_h, need_w = xpad.shape
+    _, O, Ho, Wo = grad_out.shape
+    G = groups
     # Swap batch and channel axes so the batch becomes the reduction axis; the
     # groups stay independent because each group's images form one channel group.
     xt = xpad.reshape(N, G, C // G, need_h, need_w).transpose(2, 1, 0, 3, 4)
@@ -282,7 +293,7 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
     dyt = grad_out.reshape(N, G, O // G, Ho, Wo).transpose(1, 2, 0, 3, 4)
     dyt = dyt.reshape(O, N, Ho, Wo)
     dw = conv2d(xt, dyt, stride=dilation, dilation=stride, groups=G, method=method)
-    return backend.xp.ascontiguousarray(dw.transpose(1, 0, 2, 3))
+    return xp.ascontiguousarray(dw.transpose(1, 0, 2, 3))
 
 
 def conv2d_input_grad(grad_out: Any, weight: Any, input_hw: tuple[int, int],
