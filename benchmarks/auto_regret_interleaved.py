@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                    _interleaved(calls, args.samples))
 
     versus = []
-    for n, k, mode in [(4096, 31, "same"), (4096, 31, "valid"), (2048, 15, "same")]:
+    for n, k, mode in [(4096, 31, "full"), (4096, 31, "same"), (4096, 31, "valid"),
+                       (2048, 15, "same")]:
         x = rng.standard_normal((n, n), dtype=np.float32)
         w = rng.standard_normal((k, k), dtype=np.float32)
         calls = {
