@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -156,7 +157,11 @@ def test_every_column_synchronizes_once_per_call(device, monkeypatch):
             assert counter.count - before == 1, (grid.name, name)
             checked.append((grid.name, name))
     names = {n for _, n in checked}
-    assert {"direct", "auto", "fft", "torch"} <= names
+    assert {"direct", "auto", "fft"} <= names
+    # On the NumPy backend the torch column runs only where torch is installed (it is
+    # no test dependency); the device case brings its own stand-in.
+    if device or importlib.util.find_spec("torch") is not None:
+        assert "torch" in names
     if device:
         assert {("bandwidth", "direct"), ("batched", "cupyx.signal"), ("planes", "cupyx.ndimage"),
                 ("conv2d", "torch"), ("planes", "cupyx.fftconvolve")} <= set(checked)

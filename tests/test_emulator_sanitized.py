@@ -52,7 +52,8 @@ def _tail(proc: subprocess.CompletedProcess) -> str:
 def test_every_kernel_under_the_sanitizers():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-x", "-p", "no:cacheprovider", "-k", SELECTION,
-         "tests/test_kernels_emulator.py", "tests/test_im2col_emulator.py"],
+         "tests/test_kernels_emulator.py", "tests/test_conv2d_kernel.py",
+         "tests/test_im2col_emulator.py"],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, _tail(proc)
     for test in ("test_correlate_planes_dtypes", "test_conv2d_kernel",
