@@ -187,6 +187,32 @@ def test_conv_transpose2d_stride1_matches_torch(rng):
         assert_close(got, expected, np.float64)
 
 
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_strided_conv_transpose2d_by_phase_matches_the_scatter(rng, method):
+    """Strides below, equal to and beyond the kernel (phases no tap reaches are zeros),
+    with padding, output padding and groups, against the textbook scatter."""
+    from gpuconv import reference
+
+    cases = [  # (k, stride, padding, output_padding, groups)
+        ((3, 3), (2, 2), (1, 1), (1, 1), 1),
+        ((2, 3), (3, 2), (0, 1), (2, 0), 2),
+        ((1, 2), (5, 4), (0, 1), (4, 3), 1),
+        ((3, 1), (7, 9), (2, 0), (0, 8), 2),
+        ((4, 4), (4, 4), (3, 0), (0, 0), 1),
+    ]
+    for k, stride, padding, output_padding, groups in cases:
+        x = rng.standard_normal((2, 4, 5, 3))
+        w = rng.standard_normal((4, 6 // groups) + k)
+        b = rng.standard_normal(6)
+        got = gpuconv.conv_transpose2d(x, w, b, stride=stride, padding=padding,
+                                       output_padding=output_padding, groups=groups,
+                                       method=method)
+        expected = reference.conv_transpose2d(x, w, b, stride, padding, output_padding,
+                                              groups)
+        assert got.shape == expected.shape
+        assert_close(got, expected, np.float64)
+
+
 def _peak_bytes(fn):
     tracemalloc.start()
     try:

@@ -509,20 +509,21 @@ class NumpyBackend(ArrayBackend):
         N, _, _, _ = x.shape
         _, Coutg, kh, kw = w.shape
         Ho, Wo = out_hw
-        out = np.empty((N, groups * Coutg, Ho, Wo), dtype=x.dtype)
-        for rh in range(stride[0]):
+        # Phases r >= k (kernel smaller than the stride) take no tap: zero them all
+        # at once and visit only the min(s, k) phases per axis that have taps, so the
+        # loop is at most kh*kw long whatever the stride (4096 would be 16.7M phases).
+        sparse = stride[0] > kh or stride[1] > kw
+        out = (np.zeros if sparse else np.empty)((N, groups * Coutg, Ho, Wo), dtype=x.dtype)
+        for rh in range(min(stride[0], kh)):
             first_h = (rh - padding[0]) % stride[0]   # the first output row of this phase
             rows = len(range(first_h, Ho, stride[0]))
-            for rw in range(stride[1]):
+            for rw in range(min(stride[1], kw)):
                 first_w = (rw - padding[1]) % stride[1]
                 cols = len(range(first_w, Wo, stride[1]))
                 if not rows or not cols:
                     continue
                 view = out[:, :, first_h::stride[0], first_w::stride[1]]
                 sub = w[:, :, rh::stride[0], rw::stride[1]]
-                if not sub.size:
-                    view[...] = 0   # no tap reaches this phase (kernel smaller than the stride)
-                    continue
                 # The phase's rows q start at (first + padding - r) / s on its own canvas.
                 crop = ((first_h + padding[0] - rh) // stride[0],
                         (first_w + padding[1] - rw) // stride[1])
