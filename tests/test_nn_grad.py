@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from conftest import check_array
+from conftest import assert_close, check_array, random_array
 from gpuconv import nn
 
 # (name, layer kwargs, input shape): strides, paddings (symmetric, 'same' with
@@ -515,3 +515,63 @@ def test_pooling_matches_torch(rng, layer, tlayer, shape):
     (yt * torch.tensor(g)).sum().backward()
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_weight_grad_at_large_strides_equals_conv2d(rng, dtype):
+    # Past stride[0] * stride[1] == 4 (and for complex at any stride) the NumPy
+    # backend takes one product per tap over strided views; the oracle is the
+    # gradient's definition, conv2d (direct) of the swapped arrays.
+    from gpuconv.nn.functional import _as_swapped_conv2d, conv2d_weight_grad, pad_nchw
+
+    cases = [  # (x shape, O, kernel, stride, pads, dilation, groups)
+        ((2, 4, 17, 13), 6, (3, 2), (3, 4), (1, 1, 0, 2), (2, 1), 2),
+        ((3, 2, 12, 12), 3, (1, 1), (5, 2), (0, 0, 0, 0), (1, 1), 1),
+        ((1, 3, 9, 11), 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3),
+        ((2, 2, 20, 7), 2, (4, 2), (2, 3), (2, 0, 1, 1), (1, 2), 1),
+    ]
+    for shape, O, (kh, kw), stride, pads, dilation, groups in cases:
+        x = random_array(rng, shape, dtype)
+        Ho = (shape[2] + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        Wo = (shape[3] + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        g = random_array(rng, (shape[0], O, Ho, Wo), dtype)
+        need = (dilation[0] * (kh - 1) + stride[0] * (Ho - 1) + 1,
+                dilation[1] * (kw - 1) + stride[1] * (Wo - 1) + 1)
+        xpad = pad_nchw(np, x, pads, "zeros")[:, :, :need[0], :need[1]]
+        expected = _as_swapped_conv2d(np, xpad, g, stride, dilation, groups, "direct")
+        for method in ("auto", "gemm", "direct"):
+            got = conv2d_weight_grad(x, g, (kh, kw), stride, pads, dilation, groups,
+                                     method=method)
+            check_array(got, np, np.dtype(dtype), (O, shape[1] // groups, kh, kw))
+            assert_close(got, expected, dtype)
+
+
+def test_weight_grad_of_a_mostly_padded_strided_layer_is_quick(rng):
+    # A 252² output gradient at stride 4: as a conv2d of the swapped arrays with
+    # method='direct' this looped over 63,504 kernel taps for minutes.  The bound
+    # only catches that (it takes milliseconds), it is not a speed claim.
+    import time
+
+    from gpuconv.nn.functional import conv2d_weight_grad
+
+    x = rng.standard_normal((2, 3, 9, 9))
+    g = rng.standard_normal((2, 4, 252, 252))
+    results = {}
+    for method in ("direct", "gemm", "auto"):
+        start = time.perf_counter()
+        results[method] = conv2d_weight_grad(x, g, (3, 3), (4, 4), (500,) * 4, (1, 1), 1,
+                                             method=method)
+        assert time.perf_counter() - start < 10.0, method
+    # Only the input's 9x9 pixels are nonzero; tap (u, v) meets them at output
+    # pixels (i, j) with 4i + u - 500 and 4j + v - 500 inside the image.
+    expected = np.zeros((4, 3, 3, 3))
+    for u in range(3):
+        for v in range(3):
+            rows = [i for i in range(252) if 0 <= 4 * i + u - 500 < 9]
+            cols = [j for j in range(252) if 0 <= 4 * j + v - 500 < 9]
+            for i in rows:
+                for j in cols:
+                    expected[:, :, u, v] += np.einsum(
+                        "no,nc->oc", g[:, :, i, j], x[:, :, 4 * i + u - 500, 4 * j + v - 500])
+    for method, got in results.items():
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=method)

@@ -311,3 +311,49 @@ def test_weight_grad_shares_of_the_threads_add_up(monkeypatch, rng, threads, cin
                                    v:v + stride[1] * (Wo - 1) + 1:stride[1]]
                         want[o, c, u, v] = (patch * dy[:, o]).sum()
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128, np.float32])
+def test_direct_with_kernels_larger_than_their_output(rng, dtype):
+    """Fewer outputs than taps: the planes loop over outputs, conv2d over windows, and
+    conv2d where the outputs are a small part of the padded images; against SciPy and
+    the textbook loops."""
+    from gpuconv import reference
+
+    for shape, kshape, mode, boundary in [((30, 26), (25, 24), "valid", "fill"),
+                                          ((1, 4), (1, 21), "same", "symm"),
+                                          ((6, 5), (9, 11), "same", "wrap"),
+                                          ((3, 40), (2, 37), "full", "fill")]:
+        a, k = random_array(rng, shape, dtype), random_array(rng, kshape, dtype)
+        for op in ("correlate2d", "convolve2d"):
+            got = getattr(gpuconv, op)(a, k, mode, boundary, method="direct")
+            assert_close(got, getattr(scipy.signal, op)(a, k, mode, boundary), dtype)
+    # (x shape, w shape, stride, padding, dilation, groups)
+    for xs, ws, stride, padding, dilation, groups in [
+            ((2, 4, 12, 11), (4, 2, 10, 9), (1, 1), (0, 0), (1, 1), 2),
+            ((1, 3, 20, 20), (2, 3, 5, 5), (1, 1), (0, 0), (3, 3), 1),
+            ((2, 2, 15, 16), (4, 2, 6, 5), (2, 3), (3, 1), (2, 1), 1)]:
+        x, w = random_array(rng, xs, dtype), random_array(rng, ws, dtype)
+        got = gpuconv.conv2d(x, w, stride=stride, padding=padding, dilation=dilation,
+                             groups=groups, method="direct")
+        pads = (padding[0], padding[0], padding[1], padding[1])
+        expected = reference.conv2d(x, w, stride=stride, padding=pads, dilation=dilation,
+                                    groups=groups)
+        assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_planes_direct_over_outputs_is_bit_for_bit_the_tap_loop(rng, dtype):
+    # With fewer outputs than taps the planes loop over outputs; their sums must
+    # keep the tap loop's order and roundings (a dask chunk may take either path).
+    ext = random_array(rng, (3, 14, 17), dtype)
+    w = random_array(rng, (9, 11), dtype)
+    out_shape = (14 - 9 + 1, 17 - 11 + 1)   # 42 outputs, 99 taps
+    got = npb.planes_direct(ext, w, out_shape, threads=2)
+    oh, ow = out_shape
+    expected = ext[:, :oh, :ow] * w[0, 0]
+    for u in range(9):
+        for v in range(11):
+            if (u, v) != (0, 0):
+                expected = expected + ext[:, u:u + oh, v:v + ow] * w[u, v]
+    np.testing.assert_array_equal(got, expected)

@@ -116,12 +116,29 @@ def _tap_slice(start: int, count: int, step: int) -> slice:
 
 def conv2d_direct(xp: Any, xpad: Any, w: Any, stride: tuple[int, int], dilation: tuple[int, int],
                   groups: int, out_hw: tuple[int, int]) -> Any:
-    """Accumulate one (C_out x C_in) matrix product per kernel tap: no column buffer."""
+    """Accumulate one (C_out x C_in) matrix product per kernel tap: no column buffer.
+
+    With fewer output positions than taps (a kernel nearly as large as the
+    input) the loop runs over the positions instead, one product of the
+    weights with each window: the same multiply-adds in far fewer steps.
+    """
     N, C, _, _ = xpad.shape
     Cout, Cg, kh, kw = w.shape
     G = groups
     Ho, Wo = out_hw
     xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])
+    if Ho * Wo < kh * kw:
+        wmat = w.reshape(G, Cout // G, Cg * kh * kw)
+        out = xp.empty((N, G, Cout // G, Ho, Wo), dtype=xpad.dtype)
+        span_h, span_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+        for i in range(Ho):
+            r0 = i * stride[0]
+            for j in range(Wo):
+                c0 = j * stride[1]
+                win = xg[:, :, :, r0:r0 + span_h:dilation[0], c0:c0 + span_w:dilation[1]]
+                win = xp.ascontiguousarray(win).reshape(N, G, Cg * kh * kw, 1)
+                out[:, :, :, i, j] = xp.matmul(wmat, win)[..., 0]
+        return out.reshape(N, Cout, Ho, Wo)
     wg = w.reshape(G, Cout // G, Cg, kh, kw)
     out = xp.zeros((N, G, Cout // G, Ho * Wo), dtype=xpad.dtype)
     for u in range(kh):
@@ -251,6 +268,44 @@ def conv2d_weight_grad_rowpitched(xp: Any, xpad: Any, grad_out: Any,
     out = rowpitched_products(xp, x_cm, canvas, kernel_hw, dilation, xpad.shape[3], 0,
                               canvas.shape[2], scratch_bytes)
     return out.reshape(grad_out.shape[1], xpad.shape[1] // groups, *kernel_hw)
+
+
+def conv2d_weight_grad_taps(xp: Any, xpad: Any, grad_out: Any, kernel_hw: tuple[int, int],
+                            stride: tuple[int, int], dilation: tuple[int, int], groups: int,
+                            scratch_bytes: int) -> Any:
+    """The weight gradient of ``conv2d`` as one matrix product per tap, at any stride.
+
+    ``dw[:, :, u, v] = dY @ X_uv.T``, where ``dY`` is the output gradient
+    ``(O/G, N*Ho*Wo)`` per group and ``X_uv`` the strided view of the padded
+    input that tap ``(u, v)`` reads, ``(C/G, N*Ho*Wo)``, copied one chunk of
+    images at a time: exactly the multiply-adds of the gradient.  (The
+    row-pitched products cost the same at any stride, and ``conv2d`` of the
+    swapped arrays has a kernel as large as the output gradient; both lose to
+    this past small strides.)
+    """
+    N, C, _, _ = xpad.shape
+    _, O, Ho, Wo = grad_out.shape
+    kh, kw = kernel_hw
+    G, Cg, Og = groups, C // groups, O // groups
+    P = Ho * Wo
+    per_image = (C + O) * P * xpad.dtype.itemsize
+    images = max(1, min(N, scratch_bytes // max(per_image, 1)))
+    xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])
+    out = xp.zeros((G, Og, Cg, kh, kw), dtype=xpad.dtype)
+    for n0 in range(0, N, images):
+        n1 = min(N, n0 + images)
+        nb = n1 - n0
+        # (G, O/G, nb*P): the chunk's output gradient, reduction axis last.
+        dy = xp.ascontiguousarray(
+            grad_out[n0:n1].reshape(nb, G, Og, P).transpose(1, 2, 0, 3)).reshape(G, Og, nb * P)
+        for u in range(kh):
+            rows = _tap_slice(u * dilation[0], Ho, stride[0])
+            for v in range(kw):
+                cols = _tap_slice(v * dilation[1], Wo, stride[1])
+                tap = xp.ascontiguousarray(
+                    xg[n0:n1, :, :, rows, cols].transpose(1, 2, 0, 3, 4)).reshape(G, Cg, nb * P)
+                out[:, :, :, u, v] += xp.matmul(dy, xp.swapaxes(tap, 1, 2))
+    return out.reshape(O, Cg, kh, kw)
 
 
 def rowpitched_layout(xp: Any, xpad: Any, grad_out: Any, kernel_hw: tuple[int, int],

@@ -115,6 +115,26 @@ def planes_direct(ext: np.ndarray, w: np.ndarray, out_shape: tuple[int, int],
     oh, ow = out_shape
     kh, kw = w.shape
     out = np.empty((B, oh, ow), dtype=ext.dtype)
+    if oh * ow < kh * kw:
+        # Fewer outputs than taps (a kernel nearly as large as the input): one step
+        # per output, its window times the kernel, summed in tap order by
+        # add.accumulate (sequential, as the tap loop below adds), so the result
+        # is bit for bit the tap loop's whatever the plane size (a dask chunk
+        # may take either path): oh*ow steps instead of kh*kw (a 390² kernel on
+        # a 400² plane, 'valid': 1.1 s of per-tap calls -> 40 ms).
+        K = kh * kw
+        wflat = w.reshape(K)
+        step = max(1, _BLOCK_ELEMENTS * 16 // K)
+        for b0 in range(0, B, step):
+            b1 = min(B, b0 + step)
+            prod = np.empty((b1 - b0, K), dtype=ext.dtype)
+            for i in range(oh):
+                for j in range(ow):
+                    np.multiply(ext[b0:b1, i:i + kh, j:j + kw].reshape(b1 - b0, K), wflat,
+                                out=prod)
+                    np.add.accumulate(prod, axis=1, out=prod)
+                    out[b0:b1, i, j] = prod[:, -1]
+        return out
     taps = [(u, v, w[u, v]) for u in range(kh) for v in range(kw)]
     plane = oh * ow
     if plane >= _BLOCK_ELEMENTS:
@@ -289,7 +309,11 @@ def conv2d_direct(xpad: np.ndarray, w: np.ndarray, stride: tuple[int, int],
     G = groups
     Coutg = Cout // G
     Ho, Wo = out_hw
-    if stride != (1, 1):
+    # The in-place views compute every position of the padded images; where the
+    # outputs are a small part of them (a kernel nearly as large as the input,
+    # as in a weight gradient's swapped arrays) that wastes the work many times
+    # over (a 3x3 output of a 400² input: 1.2 s), so copy each tap's window.
+    if stride != (1, 1) or Hp * Wp > 4 * Ho * Wo:
         return _generic.conv2d_direct(np, xpad, w, stride, dilation, groups, out_hw)
     it = xpad.dtype.itemsize
     wt = np.ascontiguousarray(w.reshape(G, Coutg, Cg, kh, kw).transpose(3, 4, 0, 1, 2))
@@ -434,7 +458,8 @@ class NumpyBackend(ArrayBackend):
     @_quiet
     def conv2d_weight_grad(self, x, grad_out, kernel_hw, stride, pads, dilation, groups,
                            padding_mode, method, scratch_bytes):
-        """The base class's row-pitched products, spread over gpuconv's threads.
+        """The base class's row-pitched products, spread over gpuconv's threads; past
+        small strides (and for complex), one product per tap over strided views.
 
         Each thread takes a share of the flat positions (the products'
         reduction axis) on single-threaded BLAS and the shares are summed:
@@ -447,16 +472,28 @@ class NumpyBackend(ArrayBackend):
         # As a conv2d of the swapped arrays, with a kernel as large as the output
         # gradient, 'gemm' copies that kernel's im2col columns and 'direct' runs a
         # product per tap of it: 30-50x slower on a (32,64,28,28) 3x3 training step.
-        if (method not in ("auto", "gemm", "direct") or stride[0] * stride[1] > 4
-                or np.dtype(x.dtype) not in (np.dtype(np.float32), np.dtype(np.float64))):
+        if method not in ("auto", "gemm", "direct"):
             return NotImplemented
         _, C, _, _ = x.shape
         _, O, Ho, Wo = grad_out.shape
         kh, kw = kernel_hw
         need_h = dilation[0] * (kh - 1) + stride[0] * (Ho - 1) + 1
         need_w = dilation[1] * (kw - 1) + stride[1] * (Wo - 1) + 1
+        dtype = np.dtype(x.dtype)
+        rowpitched = stride[0] * stride[1] <= 4 and dtype in (np.float32, np.float64)
+        # float16 and integers go through conv2d, which widens them first.
+        if not rowpitched and (dtype.kind not in "fc" or dtype == np.float16):
+            return NotImplemented
         # Rows past need_h are never read (they are the remainder of the stride).
         xpad = _generic.pad_nchw(np, x, pads, padding_mode)[:, :, :need_h, :need_w]
+        if not rowpitched:
+            # Larger strides (and complex): the products per tap, exactly the
+            # gradient's multiply-adds.  As a conv2d of the swapped arrays, whose
+            # kernel is as large as the output gradient, 'auto' measured 1-1.9x
+            # slower and 'direct' looped over that kernel's taps (a 252² output
+            # gradient took minutes).
+            return _generic.conv2d_weight_grad_taps(np, xpad, grad_out, kernel_hw, stride,
+                                                    dilation, groups, scratch_bytes)
         x_cm, canvas = _generic.rowpitched_layout(np, xpad, grad_out, kernel_hw, stride,
                                                   dilation, groups)
         P = canvas.shape[2]

@@ -195,8 +195,9 @@ def conv2d_weight_grad(x: Any, grad_out: Any, kernel_hw: tuple[int, int],
         ``'auto'``, ``'gemm'`` (and on NumPy ``'direct'``): the backend's own
         exact algorithm where it has one (NumPy: with ``stride[0] * stride[1] <= 4``
         and float32/float64, ``kh * kw`` matrix products over the row-pitched
-        input, see below; CuPy: im2col columns and one matrix product per
-        chunk); ``'winograd'``
+        input, see below, and at larger strides or for complex one product per
+        tap over strided views of the input; CuPy: im2col columns and one matrix
+        product per chunk); ``'winograd'``
         (3x3 kernels, stride 1, dilation 1): the transpose of Winograd's
         algorithm, one product per transform position over all tiles
         (measured 1.3-2x faster than ``'auto'`` on 64-256 channel layers, at
