@@ -271,6 +271,27 @@ def test_huge_padding_is_refused_before_allocating():
     assert peak < 2**20, peak  # refused before anything big was allocated
 
 
+def test_huge_dilation_transpose_is_cheap_and_right(rng):
+    # 10x10 inputs whose 3x3 taps land 3000 pixels apart: 36M outputs, 900 products.
+    x = rng.standard_normal((1, 1, 10, 10))
+    w = rng.standard_normal((1, 1, 3, 3))
+    for method in ("auto", "direct", "gemm"):
+        start = time.perf_counter()
+        y = gpuconv.conv_transpose2d(x, w, dilation=3000, method=method)
+        elapsed = time.perf_counter() - start
+        assert y.shape == (1, 1, 6010, 6010)
+        # Each tap's copy of the input lands in its own block; nothing else is set.
+        for u in range(3):
+            for v in range(3):
+                block = y[0, 0, u * 3000:u * 3000 + 10, v * 3000:v * 3000 + 10]
+                np.testing.assert_allclose(block, x[0, 0] * w[0, 0, u, v], rtol=1e-12,
+                                           err_msg=method)
+        assert np.count_nonzero(y) == 900, method
+        # Milliseconds: the bound only catches a correlation over the whole
+        # output (9 s), it is not a speed claim.
+        assert elapsed < 3.0, (method, elapsed)
+
+
 def test_huge_strided_transpose_is_cheap_and_right(rng):
     x = rng.standard_normal((1, 1, 2, 2))
     w = rng.standard_normal((1, 1, 3, 3))

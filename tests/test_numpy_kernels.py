@@ -357,3 +357,27 @@ def test_planes_direct_over_outputs_is_bit_for_bit_the_tap_loop(rng, dtype):
             if (u, v) != (0, 0):
                 expected = expected + ext[:, u:u + oh, v:v + ow] * w[u, v]
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("method", ["direct", "gemm"])
+def test_conv_transpose2d_with_outputs_many_times_the_input(rng, method):
+    """Large dilations or kernels on small inputs scatter the input's windows; against
+    the textbook scatter."""
+    from gpuconv import reference
+
+    cases = [  # (x shape, w shape, stride, padding, output_padding, dilation, groups)
+        ((2, 4, 3, 3), (4, 3, 5, 5), (1, 1), (0, 0), (0, 0), (1, 1), 1),
+        ((1, 2, 2, 3), (2, 4, 3, 3), (1, 1), (1, 2), (0, 0), (9, 4), 1),
+        ((2, 4, 2, 2), (4, 1, 4, 3), (2, 1), (1, 0), (1, 0), (1, 1), 2),
+        ((1, 3, 1, 2), (3, 2, 7, 6), (1, 1), (2, 1), (0, 0), (1, 1), 1),
+    ]
+    for xs, ws, stride, padding, output_padding, dilation, groups in cases:
+        x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+        b = rng.standard_normal(ws[1] * groups)
+        got = gpuconv.conv_transpose2d(x, w, b, stride=stride, padding=padding,
+                                       output_padding=output_padding, groups=groups,
+                                       dilation=dilation, method=method)
+        expected = reference.conv_transpose2d(x, w, b, stride, padding, output_padding,
+                                              groups, dilation)
+        assert got.shape == expected.shape
+        assert_close(got, expected, np.float64)
