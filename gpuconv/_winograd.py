@@ -477,6 +477,15 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
             # Y lives in these buffers: they are free once it is copied out.
             free.put(buffers)
 
+    _run_chunks(chunk, chunks, workers, run_tasks,
+                lambda: [buffers.release(scratch) for buffers in buffers_made])
+    return out
+
+
+def _run_chunks(chunk: Callable[[Any], None], chunks: list[Any], workers: int,
+                run_tasks: Callable[[Callable[[Any], None], list[Any]], None] | None,
+                release: Callable[[], Any]) -> None:
+    """Every chunk, concurrently where ``workers > 1``; then ``release`` the buffers."""
     try:
         if workers > 1 and run_tasks is not None:
             run_tasks(chunk, chunks)
@@ -484,9 +493,7 @@ def _engine(xp: Any, xpad: Any, wt: WeightTransform, out_hw: tuple[int, int],
             for bounds in chunks:
                 chunk(bounds)
     finally:
-        for buffers in buffers_made:
-            buffers.release(scratch)
-    return out
+        release()
 
 
 def _load(xp: Any, src: Any, n0: int, n1: int, r0: int, rows: int, cols: int,
@@ -650,15 +657,7 @@ def weight_grad(xp: Any, xpad: Any, grad_out: Any, groups: int, scratch_bytes: i
         finally:
             free.put(wk)
 
-    try:
-        if workers > 1 and run_tasks is not None:
-            run_tasks(chunk, chunks)
-        else:
-            for bounds in chunks:
-                chunk(bounds)
-    finally:
-        for wk in pool:
-            wk.release()
+    _run_chunks(chunk, chunks, workers, run_tasks, lambda: [wk.release() for wk in pool])
     dU = pool[0].dU.astype(_wide(dtype))
     for wk in pool[1:]:
         dU += wk.dU

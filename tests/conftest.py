@@ -77,6 +77,10 @@ def pytest_configure(config):
         "markers", "heavy_on_standin(reason): skipped where it would run on the CuPy "
                    "stand-in (too long for the kernel emulator); runs on a real GPU and on "
                    "the numpy backend")
+    config.addinivalue_line(
+        "markers", "slow_on_standin(reason): counts as slow where it runs on the CuPy "
+                   "stand-in (tens of seconds of emulated kernels): CI's full run has it, "
+                   "'-m \"not slow\"' leaves it out; on a real GPU and on numpy it is quick")
     forced = config.getoption("--cupy-standin")
     never = config.getoption("--no-cupy-standin")
     if forced and never:
@@ -107,11 +111,24 @@ def pytest_report_header(config):
     return f"cupy: {CUPY_IN_USE}"
 
 
+def _on_numpy(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("backend") == "numpy"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    # Before '-m' deselects: a test that is slow only on the stand-in becomes 'slow' there.
+    if not cupy_standin.installed():
+        return
+    for item in items:
+        if item.get_closest_marker("slow_on_standin") is not None and not _on_numpy(item):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item):
     marker = item.get_closest_marker("heavy_on_standin")
-    callspec = getattr(item, "callspec", None)
-    on_numpy = callspec is not None and callspec.params.get("backend") == "numpy"
-    if marker is not None and cupy_standin.installed() and not on_numpy:
+    if marker is not None and cupy_standin.installed() and not _on_numpy(item):
         reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
         pytest.skip(f"too heavy for the CuPy stand-in's kernel emulator: {reason}")
 

@@ -85,6 +85,7 @@ def test_overlap_add_blocks_and_scratch_chunks(backend, rng, method):
                  xp=backend.xp)
 
 
+@pytest.mark.slow_on_standin("4 s of emulated kernels")
 def test_fft_over_the_scratch_limit_says_so(backend, rng):
     # A whole-plane transform cannot be split: over the limit, "fft" refuses with a
     # sentence, and "auto" does not pick it.

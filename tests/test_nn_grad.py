@@ -101,6 +101,7 @@ def check_layer(layer, x_np, rng, backend, rtol=1e-6):
                                    err_msg=f"gradient of {p.name}")
 
 
+@pytest.mark.slow_on_standin("finite differences: a forward pass per weight, 1-6 s each")
 @pytest.mark.parametrize("name,kwargs,shape", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_conv2d_finite_differences(backend, rng, name, kwargs, shape):
     layer = nn.Conv2D(**kwargs, seed=rng, dtype=np.float64, backend=backend.name)
@@ -139,6 +140,7 @@ def test_weight_grad_rowpitched_equals_conv2d(backend, rng, name, kwargs, shape)
                                    err_msg=method)
 
 
+@pytest.mark.slow_on_standin("2-3 s of emulated kernels")
 @pytest.mark.parametrize("method", ["direct", "gemm"])
 def test_conv2d_gradient_is_method_independent(backend, rng, method):
     # The three convolutions of a step run with the layer's method; each must
@@ -169,6 +171,7 @@ def test_layer_finite_differences(backend, rng, layer_factory, shape):
     check_layer(layer_factory(rng), x, rng, backend)
 
 
+@pytest.mark.slow_on_standin("finite differences through two layers, 9 s")
 def test_sequential_finite_differences(backend, rng):
     net = nn.Sequential(
         nn.Conv2D(2, 3, 3, padding=1, padding_mode="reflect", seed=rng), nn.ReLU(),

@@ -39,6 +39,7 @@ def test_edge_kernel_follows_the_closed_form_descent(backend):
     np.testing.assert_allclose(result.losses, expected, rtol=1e-9, atol=1e-15)
 
 
+@pytest.mark.slow_on_standin("40 training steps per seed, 18 s")
 def test_edge_kernel_every_seed_within_40_steps(backend):
     worst_step = 0
     for seed in range(50):
@@ -224,6 +225,7 @@ def test_digits_data_matches_scikit_learn():
     np.testing.assert_array_equal(labels, ref.target)
 
 
+@pytest.mark.slow_on_standin("a CNN training run, 110 s")
 def test_digits_smoke(backend):
     result = train_digits(epochs=2, backend=backend.name, seed=1)
     assert result.history.epochs == 2
@@ -419,7 +421,8 @@ def test_importing_nn_and_examples_imports_no_optional_library():
     pytest.param("demo", marks=pytest.mark.heavy_on_standin(
         "the demo times each op five times on images up to 1024x1024 (~25 s of emulated "
         "kernels); train-digits runs the CLI on cupy")),
-    "train-digits"])
+    pytest.param("train-digits", marks=pytest.mark.slow_on_standin(
+        "the digits CNN trains on cupy, 50 s"))])
 def test_cli_on_cupy_runs_or_says_why(command, capsys):
     status = gpuconv.available_backends()["cupy"]
     extra = ["--epochs", "1", "--no-progress"] if command == "train-digits" else []
